@@ -1,0 +1,128 @@
+"""The settings block of a train script, as command line flags.
+
+Every UPPER_SNAKE constant of a script whose value is a bool, int, float, str, tuple or None becomes
+a `--kebab-case` flag (`MAX_ITERS` -> `--max-iters 200`, `CROP_SIZE` -> `--crop-size 256,256`,
+`AMP` -> `--amp/--no-amp`), with the constant's trailing comment as its help. Flags replace the
+constants before `build_config` runs, so every number derived from them follows. Dicts and lists
+(the reference recipe, the variant tables) are data, not flags.
+"""
+import argparse
+import inspect
+import re
+import sys
+import types
+from pathlib import Path
+
+# Settings every script has without writing them out: name -> (default, help).
+COMMON_SETTINGS = dict(
+    ACCUMULATE=(1, 'gradient accumulation: total batch = BATCH_PER_GPU x GPUs x ACCUMULATE; '
+                   'MAX_ITERS and VAL_INTERVAL count optimizer steps'),
+    NUM_WORKERS=(-1, 'dataloader workers per GPU process; -1: min(4, CPUs per process - 1)'),
+    LOG_INTERVAL=(50, 'iterations between log lines (loss, lr, time, ETA)'),
+    KEEP_CHECKPOINTS=(3, 'latest checkpoints kept in WORK_DIR, besides the best-mIoU one'),
+)
+
+# `--demo`: train on the generated demo dataset, small enough for a CPU (see common/demo_data.py).
+DEMO_DATA_ROOT = 'data/demo/ADEChallengeData2016'
+DEMO_SETTINGS = dict(DATA_ROOT=DEMO_DATA_ROOT, PRETRAINED=None, CROP_SIZE=(64, 64), BATCH_PER_GPU=8,
+                     MAX_ITERS=300, VAL_INTERVAL=300, LOG_INTERVAL=25, AMP=False)
+
+_SETTING = re.compile(r'^[A-Z][A-Z0-9_]*$')
+_FLAG_TYPES = (bool, int, float, str, tuple, type(None))
+
+
+def settings_of(namespace):
+    """The settings of a script module: its UPPER_SNAKE constants of flag-able types, in order."""
+    return {name: value for name, value in namespace.items()
+            if _SETTING.match(name) and isinstance(value, _FLAG_TYPES)}
+
+
+def _comments(source):
+    """Trailing comments of `NAME = value  # comment` lines: the help text of each setting."""
+    found = {}
+    for line in source.splitlines():
+        match = re.match(r'^([A-Z][A-Z0-9_]*)\s*=.*?#\s*(.+)$', line)
+        if match:
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def flag_name(setting):
+    return '--' + setting.lower().replace('_', '-')
+
+
+def _parse_tuple(text):
+    parts = [int(p) for p in re.split(r'[,x ]+', text.strip()) if p]
+    return tuple(parts * 2) if len(parts) == 1 else tuple(parts)
+
+
+def _add_setting(parser, name, default, help_text):
+    flag = flag_name(name)
+    shown = f'{help_text} (default: {default!r})' if help_text else f'default: {default!r}'
+    if isinstance(default, bool):
+        parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                            help=shown)
+    elif isinstance(default, tuple):
+        parser.add_argument(flag, dest=name, type=_parse_tuple, default=argparse.SUPPRESS, metavar='H,W',
+                            help=shown)
+    elif isinstance(default, (int, float)):
+        parser.add_argument(flag, dest=name, type=type(default), default=argparse.SUPPRESS, help=shown)
+    else:  # str or None: a path, a name
+        parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=shown)
+
+
+def build_parser(namespace, doc=None):
+    source = ''
+    if namespace.get('__file__'):
+        source = Path(namespace['__file__']).read_text()
+    comments = _comments(source + inspect.getsource(sys.modules[__name__]))
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_argument_group('settings (the constants at the top of the script)')
+    settings = {**settings_of(namespace)}
+    for name, (default, help_text) in COMMON_SETTINGS.items():
+        settings.setdefault(name, default)
+        comments.setdefault(name, help_text)
+    for name, default in settings.items():
+        _add_setting(group, name, default, comments.get(name, ''))
+
+    run = parser.add_argument_group('run')
+    run.add_argument('--demo', action='store_true',
+                     help=f'train on the generated demo dataset ({DEMO_DATA_ROOT}, made if missing) with '
+                          f'CPU-sized settings: {DEMO_SETTINGS}; explicit flags still win')
+    run.add_argument('--dump-config', metavar='PATH',
+                     help='write the complete resolved config (mmengine.Config.fromfile loads it) and exit')
+    run.add_argument('--load-from', metavar='CKPT', help='start from these weights (not a resume)')
+    run.add_argument('--no-pretrained', action='store_true', help='train from scratch: no pretrained backbone')
+    run.add_argument('--no-resume', action='store_true',
+                     help="start over even if WORK_DIR holds a checkpoint (default: resume from WORK_DIR's last one)")
+    run.add_argument('--trust-checkpoint', action='store_true',
+                     help='load checkpoints with full pickle (can run code from the file): only for files you trust')
+    return parser, settings
+
+
+def parse(namespace, argv=None, doc=None):
+    """Parse flags over a script's settings. Returns a SimpleNamespace of the final settings
+    (UPPER_SNAKE) and run options (lower case), plus SCRIPT (e.g. 'fcn')."""
+    parser, settings = build_parser(namespace, doc)
+    args = vars(parser.parse_args(argv))
+    script = Path(namespace.get('__file__') or 'train_unknown.py').stem.removeprefix('train_')
+    final = dict(settings)
+    if args['demo']:
+        final.update({k: v for k, v in DEMO_SETTINGS.items() if k in final})
+        final['WORK_DIR'] = f'work_dirs/demo_{script}'
+    final.update({k: v for k, v in args.items() if _SETTING.match(k)})
+    if args['no_pretrained'] and 'PRETRAINED' in final:
+        final['PRETRAINED'] = None
+    if final.get('PRETRAINED') == '':
+        final['PRETRAINED'] = None
+    options = {k: v for k, v in args.items() if not _SETTING.match(k)}
+    return types.SimpleNamespace(SCRIPT=script, **final, **options)
+
+
+def choose(setting, value, table):
+    """table[value], or a clear error listing the choices (BACKBONE = 'r50-d8' -> its entry)."""
+    if value not in table:
+        from common.errors import SetupError
+        raise SetupError(f'{setting} = {value!r} is not one of: {", ".join(table)}',
+                         f'pass {flag_name(setting)} with one of those, or edit the script')
+    return table[value]

@@ -1,0 +1,71 @@
+"""Optimizer + LR scheduler + loop bundles, with every dependent number derived from the settings.
+
+`max_iters` and `val_interval` count optimizer steps. With gradient accumulation (`accumulate` > 1)
+each step takes that many loader iterations, so the loop, the scheduler end, the warmup and the
+evaluation interval are all stretched by it: the LR curve per image seen stays the recipe's.
+"""
+
+
+def steps(s):
+    """The step-count arguments every schedule takes, from a script's settings."""
+    return dict(max_iters=s.MAX_ITERS, val_interval=s.VAL_INTERVAL, amp=s.AMP, accumulate=s.ACCUMULATE)
+
+
+def _optim_wrapper(optimizer, amp, accumulate, clip_grad=None, paramwise_cfg=None, constructor=None):
+    wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic') if amp else dict(type='OptimWrapper')
+    wrapper.update(optimizer=optimizer, clip_grad=clip_grad)
+    if accumulate > 1:
+        wrapper['accumulative_counts'] = accumulate
+    if paramwise_cfg is not None:
+        wrapper['paramwise_cfg'] = paramwise_cfg
+    if constructor is not None:
+        wrapper['constructor'] = constructor
+    return wrapper
+
+
+def _loops(max_iters, val_interval, accumulate):
+    return dict(train_cfg=dict(type='IterBasedTrainLoop', max_iters=max_iters * accumulate,
+                               val_interval=val_interval * accumulate),
+                val_cfg=dict(type='ValLoop'), test_cfg=dict(type='TestLoop'))
+
+
+def sgd_poly(*, lr, max_iters, val_interval, momentum=0.9, weight_decay=5e-4, eta_min=1e-4, power=0.9,
+             amp=False, accumulate=1, clip_grad=None, paramwise_cfg=None):
+    """schedule_80k/160k.py: SGD(momentum 0.9, wd 5e-4) and PolyLR(power 0.9, eta_min 1e-4), no warmup."""
+    optimizer = dict(type='SGD', lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return dict(
+        optim_wrapper=_optim_wrapper(optimizer, amp, accumulate, clip_grad, paramwise_cfg),
+        param_scheduler=[dict(type='PolyLR', eta_min=eta_min, power=power, begin=0,
+                              end=max_iters * accumulate, by_epoch=False)],
+        **_loops(max_iters, val_interval, accumulate))
+
+
+def adamw_poly(*, lr, max_iters, val_interval, weight_decay=0.01, betas=(0.9, 0.999), eps=None,
+               warmup_iters=1500, warmup_start_factor=1e-6, power=1.0, eta_min=0.0, amp=False,
+               accumulate=1, clip_grad=None, paramwise_cfg=None, constructor=None):
+    """The transformer recipes: AdamW, LinearLR warmup (1e-6 -> 1 over 1500 iters), then PolyLR.
+
+    `warmup_iters=0` gives plain PolyLR from the start (Mask2Former, MaskFormer, PoolFormer...).
+    """
+    optimizer = dict(type='AdamW', lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    if eps is not None:
+        optimizer['eps'] = eps
+    end = max_iters * accumulate
+    # A run shorter than the warmup (a smoke test, a benchmark) is all warmup but its last step.
+    warmup = min(warmup_iters * accumulate, end - 1)
+    schedulers = []
+    if warmup:
+        schedulers.append(dict(type='LinearLR', start_factor=warmup_start_factor, by_epoch=False,
+                               begin=0, end=warmup))
+    schedulers.append(dict(type='PolyLR', eta_min=eta_min, power=power, begin=warmup, end=end, by_epoch=False))
+    return dict(optim_wrapper=_optim_wrapper(optimizer, amp, accumulate, clip_grad, paramwise_cfg, constructor),
+                param_scheduler=schedulers, **_loops(max_iters, val_interval, accumulate))
+
+
+def transformer_paramwise(zero_decay=('pos_block', 'norm'), head_lr_mult=None):
+    """Reference paramwise_cfg of the SegFormer/SegNeXt/Swin/Twins recipes: no weight decay on the
+    parameters whose names contain `zero_decay`, the decode head at `head_lr_mult` x LR where set."""
+    keys = {name: dict(decay_mult=0.) for name in zero_decay}
+    if head_lr_mult is not None:
+        keys['head'] = dict(lr_mult=head_lr_mult)
+    return dict(custom_keys=keys)

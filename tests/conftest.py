@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny ADE20K-layout dataset made once per session, and script loading."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SCRIPTS = sorted(p.stem for p in ROOT.glob('train_*.py'))
+
+# Tiny-run flags: small crops and data so a script trains 2 iterations and evaluates in seconds.
+TINY = ['--crop-size', '64', '--batch-per-gpu', '2', '--num-workers', '0', '--log-interval', '1',
+        '--no-pretrained']
+
+
+def load_script(name):
+    """Import train_<x>.py as a module (nothing runs at import)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='session')
+def tiny_data(tmp_path_factory):
+    from common import demo_data
+    return str(demo_data.write(tmp_path_factory.mktemp('tiny'), n_train=8, n_val=3, size=(80, 64)))
+
+
+@pytest.fixture(autouse=True)
+def _run_from_repo_root(monkeypatch):
+    monkeypatch.chdir(ROOT)

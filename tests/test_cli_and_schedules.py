@@ -1,0 +1,81 @@
+"""Settings become flags, flags land before derived numbers, and the launcher follows the environment."""
+import pytest
+
+from common import cli, runtime, schedules
+from common.errors import SetupError
+from conftest import load_script
+
+
+def parse(argv):
+    module = load_script('train_segformer')
+    return module, cli.parse(vars(module), argv)
+
+
+def test_every_setting_is_a_flag_with_its_comment_as_help(capsys):
+    module = load_script('train_fcn')
+    with pytest.raises(SystemExit):
+        cli.parse(vars(module), ['--help'])
+    out = capsys.readouterr().out
+    for flag in ('--data-root', '--work-dir', '--crop-size', '--batch-per-gpu', '--max-iters', '--val-interval',
+                 '--lr', '--amp', '--no-amp', '--seed', '--backbone', '--pretrained', '--accumulate',
+                 '--dump-config', '--load-from', '--no-pretrained', '--demo'):
+        assert flag in out
+    assert 'optimizer steps; the PolyLR end follows' in out
+
+
+def test_flags_move_every_derived_number():
+    module, s = parse(['--max-iters', '3000', '--val-interval', '500', '--crop-size', '256', '--accumulate', '2'])
+    cfg = module.build_config(s)
+    assert cfg['train_cfg'] == dict(type='IterBasedTrainLoop', max_iters=6000, val_interval=1000)
+    warmup, poly = cfg['param_scheduler']
+    assert warmup['end'] == 3000 and poly['begin'] == 3000 and poly['end'] == 6000
+    assert cfg['optim_wrapper']['accumulative_counts'] == 2
+    assert cfg['default_hooks']['checkpoint']['interval'] == 1000
+    assert cfg['model']['data_preprocessor']['size'] == (256, 256)
+    resize, crop = cfg['train_dataloader']['dataset']['pipeline'][2:4]
+    assert resize['scale'] == (1024, 256) and crop['crop_size'] == (256, 256)
+
+
+def test_a_run_shorter_than_the_warmup_still_has_a_valid_schedule():
+    sched = schedules.adamw_poly(lr=1e-4, max_iters=2, val_interval=2)
+    assert sched['param_scheduler'][0]['end'] == 1 and sched['param_scheduler'][1]['begin'] == 1
+
+
+def test_no_pretrained_and_backbone_choice():
+    module, s = parse(['--no-pretrained', '--backbone', 'mit-b2'])
+    cfg = module.build_config(s)
+    assert cfg['model']['backbone']['init_cfg'] is None
+    assert cfg['model']['backbone']['num_layers'] == [3, 4, 6, 3]
+    module, s = parse(['--backbone', 'mit-b9'])
+    with pytest.raises(SetupError, match="'mit-b9' is not one of"):
+        module.build_config(s)
+
+
+def test_pretrained_follows_the_backbone():
+    module = load_script('train_pspnet')
+    cfg = module.build_config(cli.parse(vars(module), ['--backbone', 'r101-d8']))
+    assert cfg['model']['pretrained'] == 'pretrain/resnet101_v1c-e67eebb6.pth'
+    assert cfg['model']['backbone']['depth'] == 101
+
+
+def test_demo_settings_and_explicit_flags_win():
+    module, s = parse(['--demo', '--max-iters', '7'])
+    assert s.DATA_ROOT == cli.DEMO_DATA_ROOT and s.PRETRAINED is None and s.MAX_ITERS == 7
+    assert s.WORK_DIR == 'work_dirs/demo_segformer'
+
+
+@pytest.mark.parametrize('env, launcher, world', [
+    ({}, 'none', 1),
+    ({'RANK': '0', 'WORLD_SIZE': '4', 'LOCAL_RANK': '0'}, 'pytorch', 4),
+    ({'SLURM_PROCID': '0', 'SLURM_NTASKS': '8'}, 'slurm', 8),
+    ({'SLURM_PROCID': '0', 'SLURM_NTASKS': '1'}, 'none', 1),
+])
+def test_launcher_from_environment(env, launcher, world):
+    assert runtime.launcher_from_env(env) == launcher
+    assert runtime.world_size_from_env(env) == world
+
+
+def test_banner_offers_accumulation_to_keep_the_reference_batch():
+    module, s = parse([])
+    text = runtime.banner(s, module.REFERENCE, world=1)
+    assert 'total batch 2 = 2/GPU x 1 GPU(s) x accumulate 1' in text and '--accumulate 8' in text
