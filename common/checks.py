@@ -133,3 +133,8 @@ def dataset(root, splits=('train', 'val')):
         more = f'\n    ... and {len(problems) - MAX_LISTED} more' if len(problems) > MAX_LISTED else ''
         raise SetupError(f'dataset {root}: {len(problems)} bad samples\n    {listed}{more}',
                          'fix or remove these files (the check is cached; it reruns only for changed files)')
+
+
+def pairs(root, split):
+    """(image, label) paths of 'train' or 'val', in the dataset's order."""
+    return _pairs(root, ade20k.SPLITS[split])

@@ -20,6 +20,9 @@ COMMON_SETTINGS = dict(
     NUM_WORKERS=(-1, 'dataloader workers per GPU process; -1: min(4, CPUs per process - 1)'),
     LOG_INTERVAL=(50, 'iterations between log lines (loss, lr, time, ETA)'),
     KEEP_CHECKPOINTS=(3, 'latest checkpoints kept in WORK_DIR, besides the best-mIoU one'),
+    SKIP_BAD_SAMPLES=(False, 'leave out images/labels the dataset check finds broken (default: stop and name them)'),
+    ON_NONFINITE_LOSS=('stop', "'stop': a NaN/inf loss ends the run (exit 3); 'skip': skip that step and count it"),
+    DIST_TIMEOUT_S=(900, 'seconds a rank waits for the others before failing (instead of hanging)'),
 )
 
 # `--demo`: train on the generated demo dataset, small enough for a CPU (see common/demo_data.py).
@@ -97,6 +100,18 @@ def build_parser(namespace, doc=None):
                      help="start over even if WORK_DIR holds a checkpoint (default: resume from WORK_DIR's last one)")
     run.add_argument('--trust-checkpoint', action='store_true',
                      help='load checkpoints with full pickle (can run code from the file): only for files you trust')
+
+    use = parser.add_argument_group('use a trained checkpoint (instead of training)')
+    use.add_argument('--eval-only', metavar='CKPT', help='evaluate CKPT on the validation split and exit')
+    use.add_argument('--tta', action='store_true', help='with --eval-only: multi-scale (0.5..1.75) + flip test')
+    use.add_argument('--predict', nargs=2, metavar=('CKPT', 'INPUT'),
+                     help='segment INPUT (an image, a folder or a video) with CKPT; writes to --out')
+    use.add_argument('--out', metavar='DIR', help='output folder of --predict and --eval-only')
+    use.add_argument('--opacity', type=float, default=0.5, help='overlay opacity of --predict (0..1)')
+    use.add_argument('--export-onnx', metavar='CKPT', help='export CKPT to ONNX (whole-image mode) and verify it')
+    use.add_argument('--flops', action='store_true', help='print parameters and FLOPs at --flops-size and exit')
+    use.add_argument('--flops-size', type=_parse_tuple, default=(512, 512), metavar='H,W',
+                     help='input size of --flops (default 512,512)')
     return parser, settings
 
 

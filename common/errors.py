@@ -8,10 +8,11 @@ class SetupError(Exception):
     point prints both and exits with code 2 before anything is built or a GPU is touched.
     """
 
-    def __init__(self, what: str, fix: str = ''):
+    def __init__(self, what: str, fix: str = '', exit_code: int = 2):
         super().__init__(what)
         self.what = what
         self.fix = fix
+        self.exit_code = exit_code
 
     def __str__(self):
         return f'{self.what}\n  -> {self.fix}' if self.fix else self.what

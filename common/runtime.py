@@ -17,11 +17,8 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import checks, pretrained, safe_load
+from common import checks, pretrained, resilience, safe_load
 from common.errors import SetupError
-
-EXIT_SETUP_ERROR = 2
-
 
 # ---------------------------------------------------------------- launcher and world
 
@@ -332,23 +329,59 @@ def preflight(cfg, s):
         pretrained.require(path)
     if s.load_from:
         safe_load.load(s.load_from, trust=s.trust_checkpoint, what='--load-from checkpoint')
-    if rank_from_env() == 0:
+    if s.SKIP_BAD_SAMPLES:
+        skip_bad_samples(cfg)
+    elif rank_from_env() == 0:
         checks.dataset(cfg['train_dataloader']['dataset']['data_root'])
 
 
+def skip_bad_samples(cfg):
+    """Leave the samples the dataset check finds broken out of the train and val sets (by index,
+    in the dataset's own sorted order) and say how many, instead of stopping."""
+    from mmengine.logging import print_log
+    root = cfg['train_dataloader']['dataset']['data_root']
+    bad = checks.scan(root)
+    for split, loader in (('train', 'train_dataloader'), ('val', 'val_dataloader'), ('val', 'test_dataloader')):
+        if not bad[split]:
+            continue
+        dataset = cfg[loader]['dataset']
+        total = len(checks.pairs(root, split))
+        skipped = {index for index, *_ in bad[split]}
+        dataset['indices'] = [i for i in range(total) if i not in skipped]
+        if loader != 'test_dataloader':
+            listed = '; '.join(f'{split}[{i}] {reason}' for i, _, _, reason in bad[split][:5])
+            print_log(f'[data] skipping {len(skipped)} of {total} {split} samples (SKIP_BAD_SAMPLES): {listed}',
+                      logger='current', level=30)
+
+
+def _complete(path):
+    """A checkpoint file whose zip directory is intact (a torch.save file cut short has none)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return bool(zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def latest_checkpoint(work_dir):
-    """The checkpoint mmengine's `last_checkpoint` file points at, if it exists."""
-    pointer = Path(work_dir) / 'last_checkpoint'
-    if not pointer.is_file():
-        return None
-    target = Path(pointer.read_text().strip())
-    return str(target) if target.is_file() else None
+    """The newest complete checkpoint of WORK_DIR: the one `last_checkpoint` points at, or, if that
+    pointer is missing, empty or points at nothing usable, the highest complete iter_N.pth."""
+    work_dir = Path(work_dir)
+    pointer = work_dir / 'last_checkpoint'
+    target = pointer.read_text().strip() if pointer.is_file() else ''
+    if target and Path(target).is_file() and _complete(target):
+        return target
+    numbered = sorted(work_dir.glob('iter_*.pth'), key=lambda p: int(p.stem.split('_')[1]), reverse=True)
+    return next((str(p) for p in numbered if _complete(p)), None)
 
 
 def _prepare_runtime(cfg, s):
     """Adjust the recipe to this machine and run: launcher, backend, CPU norms, resume."""
     import torch
     cfg['launcher'] = launcher_from_env()
+    cfg['env_cfg']['dist_cfg']['timeout'] = s.DIST_TIMEOUT_S
+    os.environ.setdefault('TORCH_NCCL_ASYNC_ERROR_HANDLING', '1')  # a dead rank fails the others
     if not torch.cuda.is_available():
         cfg['env_cfg']['dist_cfg']['backend'] = 'gloo'
         sync_bn_to_bn(cfg)
@@ -369,7 +402,7 @@ def run(build_config, s, reference):
         print(f'\nERROR: {err.what}', file=sys.stderr)
         if err.fix:
             print(f'  -> {err.fix}', file=sys.stderr)
-        sys.exit(EXIT_SETUP_ERROR)
+        sys.exit(err.exit_code)
 
 
 def _run(build_config, s, reference):
@@ -378,11 +411,17 @@ def _run(build_config, s, reference):
     if s.dump_config:
         print(f'wrote {dump_config(cfg, s.dump_config)}')
         return
+    if s.eval_only or s.predict or s.export_onnx or s.flops:
+        from common import inference  # evaluate / predict / export / flops: see common/inference.py
+        inference.dispatch(cfg, s, reference)
+        return
     if s.demo:
         from common import demo_data
         if not Path(s.DATA_ROOT).is_dir():
             demo_data.write(Path(s.DATA_ROOT).parent)
     preflight(cfg, s)
+    if rank_from_env() == 0:
+        resilience.remove_stale_temporaries(cfg['work_dir'])
     resume_from = _prepare_runtime(cfg, s)
     world = world_size_from_env()
     if rank_from_env() == 0:
@@ -392,28 +431,47 @@ def _run(build_config, s, reference):
 
     from mmengine.config import Config
     from mmengine.runner import Runner
+    resilience.install_atomic_writes()
     runner = Runner.from_cfg(Config(cfg))
     recorder = _make_recorder()
     runner.register_hook(recorder)
+    runner.register_hook(resilience.make_guard_hook(s.ON_NONFINITE_LOSS))
+    resilience.install_signal_handlers()
     start, status = time.time(), 'failed'
     try:
         with weights_must_fit():
             runner.train()
         status = 'finished'
+    except resilience.Preempted as stop:
+        status = f'interrupted: {stop} (checkpoint {stop.checkpoint})'
+        print(f'[{s.SCRIPT}] {stop}; saved {stop.checkpoint}. Rerun the same command to resume.', flush=True)
+        raise SystemExit(128 + stop.signum)
+    except resilience.Diverged as exc:
+        status = f'diverged: {exc}'
+        raise SetupError(f'training diverged: {exc}',
+                         f'lower --lr, check the data, or resume from {latest_checkpoint(cfg["work_dir"])}; '
+                         '--on-nonfinite-loss skip skips such steps instead',
+                         exit_code=resilience.EXIT_DIVERGED) from None
     except KeyboardInterrupt:
         status = 'interrupted'
         raise
-    except SetupError:
+    except SetupError as err:
+        status = f'failed: {err.what}'
         raise
     except Exception as exc:
         status = f'failed: {type(exc).__name__}: {exc}'
+        if resilience.is_disk_full(exc):
+            raise resilience.disk_full_error(exc, cfg['work_dir'], latest_checkpoint(cfg['work_dir'])) from None
         traceback.print_exc()
         raise SystemExit(1)
     finally:
         if runner.rank == 0:
             summary = summarize(runner, recorder, s, reference, status, time.time() - start)
             summary_path = Path(cfg['work_dir']) / 'summary.json'
-            summary_path.write_text(json.dumps(summary, indent=2) + '\n')
+            try:
+                resilience.atomic_write((json.dumps(summary, indent=2) + '\n').encode(), str(summary_path))
+            except OSError as exc:  # a full disk must not hide the error that stopped the run
+                print(f'[{s.SCRIPT}] could not write {summary_path}: {exc}', file=sys.stderr)
             print(f'[{s.SCRIPT}] wrote {summary_path}: ' + ', '.join(
                 f'{k}={summary[k]}' for k in ('status', 'iters_done', 'mIoU', 'best_mIoU', 'sec_per_iter',
                                               'img_per_sec', 'max_mem_mb')), flush=True)

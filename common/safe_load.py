@@ -18,10 +18,14 @@ from common.errors import SetupError
 TRUST_FLAG = '--trust-checkpoint'
 
 
+# HistoryBuffer's built-in statistics; its registry of them fills only when a first buffer exists.
+_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
 def _history_buffer_getattr(obj, name):
     """Stands in for `getattr` while unpickling: only HistoryBuffer's statistics methods."""
     from mmengine.logging import HistoryBuffer
-    if obj is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+    if obj is HistoryBuffer and (name in _STATISTICS or name in HistoryBuffer._statistics_methods):
         return getattr(obj, name)
     raise pickle.UnpicklingError(f'getattr({obj!r}, {name!r}) is not a HistoryBuffer statistics method')
 
@@ -43,6 +47,16 @@ def install(trust=False):
         torch.serialization.add_safe_globals(allowed_globals())
 
 
+def _culprit(message):
+    """What torch's weights-only unpickler stopped at, out of its long message."""
+    found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', message)
+    if found:
+        return found.group(1)
+    after = message.split('WeightsUnpickler error:', 1)[-1]
+    lines = [line.strip() for line in after.splitlines() if line.strip()]
+    return lines[0][:300] if lines else message[:300]
+
+
 def load(path, map_location='cpu', trust=False, what='checkpoint'):
     """torch.load with weights_only unless trusted; a refused or unreadable file is a SetupError."""
     path = os.fspath(path)
@@ -53,8 +67,7 @@ def load(path, map_location='cpu', trust=False, what='checkpoint'):
     try:
         return torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        found = re.search(r'(?:Unsupported global: GLOBAL|unrecognized function|GLOBAL) ([\w.]+)', str(exc))
-        culprit = found.group(1) if found else str(exc).splitlines()[-1][:200]
+        culprit = _culprit(str(exc))
         raise SetupError(
             f'{what} {path} was refused: loading it would run code or build objects other than tensors '
             f'and mmengine log records (it references {culprit}). Nothing from it was executed.',

@@ -86,3 +86,17 @@ def test_load_from_refuses_evil_checkpoint_before_training(tmp_path, capsys, tin
                                        '--max-iters', '1', '--load-from', str(path)])
     assert stop.value.code == 2 and 'was refused' in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_a_fresh_process_loads_a_real_training_checkpoint(tmp_path):
+    """No HistoryBuffer exists yet in a new process: its statistics registry is still empty."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    path = tmp_path / 'ckpt.pth'
+    torch.save(mmengine_like_checkpoint(), path)
+    code = ('import sys; sys.path.insert(0, "."); from common import safe_load; '
+            f'print(safe_load.load({str(path)!r})["meta"]["message_hub"]["log_scalars"]["train/loss"].mean())')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == '1.25'

@@ -43,7 +43,10 @@ def test_dump_config_loads_and_flags_move_derived_numbers(name, tmp_path):
 def test_train_two_iterations_evaluate_and_resume(name, tiny_data, tmp_path, capsys):
     module = load_script(name)
     work = tmp_path / 'work'
-    args = ['--data-root', tiny_data, '--work-dir', str(work), *TINY, '--val-interval', '2']
+    # SMOKE_TEST_FLAGS: a script whose default is too large for a CPU test (ViT-L...) names a reduced
+    # width here; its full parameter count is still checked against the recipe in test_recipes.py.
+    args = ['--data-root', tiny_data, '--work-dir', str(work), *TINY, '--val-interval', '2',
+            *getattr(module, 'SMOKE_TEST_FLAGS', [])]
     module.main(args + ['--max-iters', '2'])
     first = json.loads((work / 'summary.json').read_text())
     assert first['status'] == 'finished'
@@ -59,5 +62,6 @@ def test_train_two_iterations_evaluate_and_resume(name, tiny_data, tmp_path, cap
     second = json.loads((work / 'summary.json').read_text())
     assert second['start_iter'] == 2 and second['iters_done'] == 4
     assert 'resuming from' in capsys.readouterr().out
-    scalars = [json.loads(line) for line in next(work.glob('*/vis_data/scalars.json')).read_text().splitlines()]
-    assert any(rec.get('step') == 4 for rec in scalars)
+    logged_steps = {json.loads(line).get('step') for path in work.glob('*/vis_data/scalars.json')
+                    for line in path.read_text().splitlines()}
+    assert {1, 2, 3, 4} <= logged_steps

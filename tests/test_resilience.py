@@ -1,0 +1,170 @@
+"""Nothing lost: real training subprocesses killed, pre-empted, diverging, out of disk, on bad data,
+and on two processes. Faults are injected at exact points with ADE_TRAIN_FAULT (common/resilience.py)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY
+
+SCRIPT = 'train_segformer.py'  # small (3.7M parameters): checkpoints write fast
+MAX_ITERS = 6
+
+
+def train(work, data, fault=None, extra=(), timeout=600, launcher=(sys.executable,)):
+    env = dict(os.environ)
+    env.pop('ADE_TRAIN_FAULT', None)
+    if fault:
+        env['ADE_TRAIN_FAULT'] = fault
+    cmd = [*launcher, SCRIPT, '--data-root', data, '--work-dir', str(work), *TINY,
+           '--max-iters', str(MAX_ITERS), '--val-interval', '2', *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def summary(work):
+    return json.loads((Path(work) / 'summary.json').read_text())
+
+
+def logged(work, key):
+    """{step: value} of a scalar over every launch of a work dir (a resumed run has several)."""
+    values = {}
+    for path in sorted(Path(work).glob('*/vis_data/scalars.json')):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if key in record:
+                values[record['step']] = record[key]
+    return values
+
+
+@pytest.fixture(scope='module')
+def unbroken(tiny_data, tmp_path_factory):
+    work = tmp_path_factory.mktemp('unbroken')
+    proc = train(work, tiny_data)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work
+
+
+def assert_same_end(work, unbroken_work):
+    """Resumed to the end: same iterations, same LR schedule position, a best-mIoU record."""
+    done, ref = summary(work), summary(unbroken_work)
+    assert done['status'] == 'finished' and done['iters_done'] == ref['iters_done'] == MAX_ITERS
+    assert logged(work, 'lr')[MAX_ITERS] == pytest.approx(logged(unbroken_work, 'lr')[MAX_ITERS])
+    assert done['best_mIoU'] is not None
+    final = torch.load(Path(work) / f'iter_{MAX_ITERS}.pth', map_location='cpu', weights_only=False)
+    assert final['meta']['iter'] == MAX_ITERS
+    assert 'optimizer' in final and 'param_schedulers' in final
+    assert not list(Path(work).glob('.*.tmp')), 'no temporary file may be left behind'
+
+
+@pytest.mark.parametrize('fault, resumes_from', [
+    ('sigkill@iter=3', 2),   # between iterations
+    ('sigkill@val=2', 4),    # inside the second evaluation (its checkpoint iter_4 is already written)
+    ('sigkill@save=3', 2),   # halfway through writing iter_4.pth (save 1: iter_2, 2: best_mIoU_iter_2)
+])
+def test_kill_9_then_the_same_command_resumes(fault, resumes_from, tiny_data, tmp_path, unbroken):
+    killed = train(tmp_path, tiny_data, fault)
+    assert killed.returncode == -signal.SIGKILL
+    proc = train(tmp_path, tiny_data)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary(tmp_path)['start_iter'] == resumes_from
+    assert_same_end(tmp_path, unbroken)
+
+
+def test_pointer_to_a_missing_checkpoint_falls_back_to_the_newest_complete_one(tiny_data, tmp_path, unbroken):
+    assert train(tmp_path, tiny_data, 'sigkill@iter=5').returncode == -signal.SIGKILL
+    (tmp_path / 'last_checkpoint').write_text('')  # as if killed while the pointer was being written
+    (tmp_path / 'iter_4.pth').write_bytes((tmp_path / 'iter_4.pth').read_bytes()[:1000])  # a torn file
+    proc = train(tmp_path, tiny_data)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary(tmp_path)['start_iter'] == 2
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_preemption_saves_and_exits_cleanly(signum, tiny_data, tmp_path, unbroken):
+    fault = 'sigterm@iter=3'
+    if signum == signal.SIGINT:
+        # Ctrl-C from outside: wait for the first logged iteration, then interrupt.
+        env = dict(os.environ)
+        env.pop('ADE_TRAIN_FAULT', None)
+        cmd = [sys.executable, SCRIPT, '--data-root', tiny_data, '--work-dir', str(tmp_path), *TINY,
+               '--max-iters', '400', '--val-interval', '200']
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            if 'Iter(train) [  3/400]' in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        out = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 128 + signal.SIGINT, out[-3000:]
+        state = summary(tmp_path)
+        assert state['status'].startswith('interrupted') and (tmp_path / f'iter_{state["iters_done"]}.pth').is_file()
+        return
+    stopped = train(tmp_path, tiny_data, fault)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert 'Traceback' not in stopped.stderr
+    assert summary(tmp_path)['status'].startswith('interrupted') and (tmp_path / 'iter_3.pth').is_file()
+    assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_3.pth')
+    proc = train(tmp_path, tiny_data)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary(tmp_path)['start_iter'] == 3
+    assert_same_end(tmp_path, unbroken)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
+    proc = train(tmp_path, tiny_data, 'nan@iter=3')
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert 'non-finite loss at iteration 3' in proc.stderr and 'decode.loss_ce=nan' in proc.stderr
+    assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_2.pth')
+    weights = torch.load(tmp_path / 'iter_2.pth', map_location='cpu', weights_only=False)['state_dict']
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+    assert summary(tmp_path)['status'].startswith('diverged')
+
+
+def test_nan_loss_can_be_skipped_instead(tiny_data, tmp_path):
+    proc = train(tmp_path, tiny_data, 'nan@iter=3', extra=('--on-nonfinite-loss', 'skip'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'step skipped (1 so far)' in proc.stdout + proc.stderr
+    weights = torch.load(tmp_path / f'iter_{MAX_ITERS}.pth', map_location='cpu', weights_only=False)['state_dict']
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+def test_disk_full_while_saving(tiny_data, tmp_path):
+    proc = train(tmp_path, tiny_data, 'enospc@save=3')
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert 'No space left on device' in proc.stderr and 'iter_2.pth is complete' in proc.stderr
+    from common import safe_load
+    assert safe_load.load(tmp_path / 'iter_2.pth')['meta']['iter'] == 2
+    assert not (tmp_path / 'iter_4.pth').exists() and not list(tmp_path.glob('.*.tmp'))
+
+
+def test_bad_samples_can_be_skipped_and_are_counted(tmp_path):
+    from common import demo_data
+    data = demo_data.write(tmp_path / 'd', n_train=8, n_val=3, size=(80, 64))
+    (data / 'images' / 'training' / 'ADE_train_00000004.jpg').write_bytes(b'broken')
+    refused = train(tmp_path / 'w1', str(data))
+    assert refused.returncode == 2 and 'train[3]: unreadable image' in refused.stderr
+    proc = train(tmp_path / 'w2', str(data), extra=('--skip-bad-samples',))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'skipping 1 of 8 train samples' in proc.stdout + proc.stderr
+
+
+def test_two_process_ddp_trains_evaluates_resumes_like_one_process(tiny_data, tmp_path, unbroken):
+    """torchrun, 2 CPU processes (gloo), 1 image each: the same total batch as one process with 2."""
+    torchrun = (sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=0')
+    first = train(tmp_path, tiny_data, 'sigterm@iter=3', extra=('--batch-per-gpu', '1'), launcher=torchrun)
+    assert first.returncode != 0 and (tmp_path / 'iter_3.pth').is_file(), first.stderr[-3000:]
+    proc = train(tmp_path, tiny_data, extra=('--batch-per-gpu', '1'), launcher=torchrun)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state, single = summary(tmp_path), summary(unbroken)
+    assert state['world_size'] == 2 and state['total_batch'] == single['total_batch'] == 2
+    assert state['start_iter'] == 3 and state['iters_done'] == MAX_ITERS and state['mIoU'] is not None
+    # The first iteration sees the same two images; losses agree within augmentation noise.
+    loss_ddp, loss_single = logged(tmp_path, 'loss')[1], logged(unbroken, 'loss')[1]
+    assert loss_ddp == pytest.approx(loss_single, rel=0.25)
+    assert logged(tmp_path, 'lr')[MAX_ITERS] == pytest.approx(logged(unbroken, 'lr')[MAX_ITERS])
+    # Only rank 0 writes: one log per launch, one summary, no per-rank files.
+    assert len(list(tmp_path.glob('*/*.log'))) == 2
