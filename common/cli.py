@@ -34,10 +34,14 @@ _SETTING = re.compile(r'^[A-Z][A-Z0-9_]*$')
 _FLAG_TYPES = (bool, int, float, str, tuple, type(None))
 
 
+# Module constants that describe the script rather than set it up (never flags).
+NOT_SETTINGS = {'DEVIATIONS', 'SMOKE_TEST_FLAGS', 'REFERENCE'}
+
+
 def settings_of(namespace):
     """The settings of a script module: its UPPER_SNAKE constants of flag-able types, in order."""
     return {name: value for name, value in namespace.items()
-            if _SETTING.match(name) and isinstance(value, _FLAG_TYPES)}
+            if _SETTING.match(name) and isinstance(value, _FLAG_TYPES) and name not in NOT_SETTINGS}
 
 
 def _comments(source):
@@ -62,6 +66,7 @@ def _parse_tuple(text):
 def _add_setting(parser, name, default, help_text):
     flag = flag_name(name)
     shown = f'{help_text} (default: {default!r})' if help_text else f'default: {default!r}'
+    shown = shown.replace('%', '%%')  # argparse formats help text with %
     if isinstance(default, bool):
         parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                             help=shown)

@@ -22,32 +22,97 @@ _MMSEG = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain'
 FILES = {
     'resnet50_v1c-2cccc1ad.pth': (
         'https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-2cccc1ad.pth',
-        "ResNet-50-V1c ImageNet (open-mmlab://resnet50_v1c)", 'fcn pspnet deeplabv3plus upernet'),
+        "ResNet-50-V1c ImageNet (open-mmlab://resnet50_v1c)",
+        'fcn pspnet deeplabv3plus upernet gcnet isanet nonlocal dnlnet psanet fastfcn pointrend knet sem_fpn'),
     'resnet101_v1c-e67eebb6.pth': (
         'https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth',
-        "ResNet-101-V1c ImageNet (open-mmlab://resnet101_v1c)", 'BACKBONE=r101 variants'),
+        "ResNet-101-V1c ImageNet (open-mmlab://resnet101_v1c)", 'BACKBONE=r101(-d8) variants, sem_fpn r101'),
     'resnet50-0676ba61.pth': (
         'https://download.pytorch.org/models/resnet50-0676ba61.pth',
-        'torchvision ResNet-50 ImageNet (torchvision://resnet50)', 'mask2former'),
+        'torchvision ResNet-50 ImageNet (torchvision://resnet50)', 'mask2former maskformer'),
     'resnet101-63fe2227.pth': (
         'https://download.pytorch.org/models/resnet101-63fe2227.pth',
-        'torchvision ResNet-101 ImageNet (torchvision://resnet101)', 'mask2former BACKBONE=r101'),
+        'torchvision ResNet-101 ImageNet (torchvision://resnet101)', 'mask2former, maskformer BACKBONE=r101'),
     **{f'mit_{b}_20220624-{h}.pth': (f'{_MMSEG}/segformer/mit_{b}_20220624-{h}.pth',
                                      f'MiT-{b.upper()} ImageNet, converted by mmseg', 'segformer')
        for b, h in [('b0', '7e0fe6dd'), ('b1', '02e5a6a1'), ('b2', '66e8bf70'), ('b3', '13b1141c'),
                     ('b4', 'd588d980'), ('b5', '658746d9')]},
     'swin_tiny_patch4_window7_224_20220317-1cdeb081.pth': (
         f'{_MMSEG}/swin/swin_tiny_patch4_window7_224_20220317-1cdeb081.pth', 'Swin-T ImageNet-1k 224',
-        'mask2former BACKBONE=swin-t'),
+        'swin; mask2former, maskformer BACKBONE=swin-t'),
     'swin_small_patch4_window7_224_20220317-7ba6d6dd.pth': (
         f'{_MMSEG}/swin/swin_small_patch4_window7_224_20220317-7ba6d6dd.pth', 'Swin-S ImageNet-1k 224',
-        'mask2former BACKBONE=swin-s'),
+        'swin BACKBONE=swin-s; mask2former, maskformer BACKBONE=swin-s'),
     'swin_base_patch4_window12_384_22k_20220317-e5c09f74.pth': (
         f'{_MMSEG}/swin/swin_base_patch4_window12_384_22k_20220317-e5c09f74.pth', 'Swin-B ImageNet-22k 384',
-        'mask2former BACKBONE=swin-b'),
+        'mask2former BACKBONE=swin-b; swin BACKBONE=swin-b-384-in22k'),
     'swin_large_patch4_window12_384_22k_20220412-6580f57d.pth': (
         f'{_MMSEG}/swin/swin_large_patch4_window12_384_22k_20220412-6580f57d.pth', 'Swin-L ImageNet-22k 384',
-        'mask2former BACKBONE=swin-l'),
+        'mask2former BACKBONE=swin-l; swin BACKBONE=swin-l-384-in22k'),
+    'swin_base_patch4_window7_224_20220317-e9b98025.pth': (
+        f'{_MMSEG}/swin/swin_base_patch4_window7_224_20220317-e9b98025.pth', 'Swin-B ImageNet-1k 224',
+        'swin BACKBONE=swin-b'),
+    'swin_base_patch4_window7_224_22k_20220317-4f79f7c0.pth': (
+        f'{_MMSEG}/swin/swin_base_patch4_window7_224_22k_20220317-4f79f7c0.pth', 'Swin-B ImageNet-22k 224',
+        'swin BACKBONE=swin-b-in22k'),
+    'swin_base_patch4_window12_384_20220317-55b0104a.pth': (
+        f'{_MMSEG}/swin/swin_base_patch4_window12_384_20220317-55b0104a.pth', 'Swin-B ImageNet-1k 384',
+        'swin BACKBONE=swin-b-384'),
+    'swin_large_patch4_window7_224_22k_20220412-aeecf2aa.pth': (
+        f'{_MMSEG}/swin/swin_large_patch4_window7_224_22k_20220412-aeecf2aa.pth', 'Swin-L ImageNet-22k 224',
+        'swin BACKBONE=swin-l-in22k'),
+    'swin_large_patch4_window7_224_22k_20220308-d5bdebaf.pth': (
+        f'{_MMSEG}/swin/swin_large_patch4_window7_224_22k_20220308-d5bdebaf.pth',
+        'Swin-L window 7, ImageNet-22k 224', 'knet BACKBONE=swin-l'),
+    'hrnetv2_w18-00eb2006.pth': (
+        'https://download.openmmlab.com/pretrain/third_party/hrnetv2_w18-00eb2006.pth',
+        'HRNetV2-W18 ImageNet (open-mmlab://msra/hrnetv2_w18)', 'ocrnet'),
+    'hrnetv2_w48-d2186c55.pth': (
+        'https://download.openmmlab.com/pretrain/third_party/hrnetv2_w48-d2186c55.pth',
+        'HRNetV2-W48 ImageNet (open-mmlab://msra/hrnetv2_w48)', 'ocrnet BACKBONE=hr48'),
+    'mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth': (
+        'https://download.openmmlab.com/mmclassification/v0/mobilenet_v2/'
+        'mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth',
+        "MobileNetV2 ImageNet, mmcls (mmcls://mobilenet_v2; keys under 'backbone.')", 'mobilenetv2'),
+    'resnest101_d2-f3b931b2.pth': (
+        'https://download.openmmlab.com/pretrain/third_party/resnest101_d2-f3b931b2.pth',
+        'ResNeSt-101 ImageNet (open-mmlab://resnest101)', 'resnest'),
+    'stdc1_20220308-5368626c.pth': (f'{_MMSEG}/stdc/stdc1_20220308-5368626c.pth', 'STDCNet1 ImageNet, converted by mmseg',
+                                    'stdc'),
+    'stdc2_20220308-7dbd9127.pth': (f'{_MMSEG}/stdc/stdc2_20220308-7dbd9127.pth', 'STDCNet2 ImageNet, converted by mmseg',
+                                    'stdc BACKBONE=stdc2'),
+    **{f'poolformer-{v}_3rdparty_32xb128_in1k_20220414-{h}.pth': (
+        f'https://download.openmmlab.com/mmclassification/v0/poolformer/'
+        f'poolformer-{v}_3rdparty_32xb128_in1k_20220414-{h}.pth',
+        f'PoolFormer-{v.upper()} ImageNet-1k classifier (mmpretrain)', f'poolformer BACKBONE={v}')
+       for v, h in [('s12', 'f8d83051'), ('s24', 'd7055904'), ('s36', 'd78ff3e8'), ('m36', 'c55e0949'),
+                    ('m48', '9378f3eb')]},
+    **{f'{name}_20220308-{h}.pth': (f'{_MMSEG}/twins/{name}_20220308-{h}.pth',
+                                    f'Twins {label} ImageNet-1k, converted by mmseg', f'twins BACKBONE={variant}')
+       for name, h, label, variant in [
+           ('pcpvt_small', 'e638c41c', 'PCPVT-S', 'pcpvt-s'), ('pcpvt_base', '0621964c', 'PCPVT-B', 'pcpvt-b'),
+           ('pcpvt_large', '37579dc6', 'PCPVT-L', 'pcpvt-l'), ('alt_gvt_small', '7e1c3695', 'SVT-S', 'svt-s'),
+           ('alt_gvt_base', '1b7eb711', 'SVT-B', 'svt-b'), ('alt_gvt_large', 'fb5936f3', 'SVT-L', 'svt-l')]},
+    **{f'mscan_{v}_20230227-{h}.pth': (f'{_MMSEG}/segnext/mscan_{v}_20230227-{h}.pth',
+                                       f'SegNeXt MSCAN-{v.upper()} ImageNet-1k', f'segnext BACKBONE=mscan-{v}')
+       for v, h in [('t', '119e8c9f'), ('s', 'f33ccdf2'), ('b', '3ab7d230'), ('l', 'cef260d4')]},
+    **{f'vit_{v}_p16_384_20220308-{h}.pth': (f'{_MMSEG}/segmenter/vit_{v}_p16_384_20220308-{h}.pth',
+                                             f'ViT-{v[0].upper()}/16 ImageNet 384 (Segmenter), mmseg layout',
+                                             f'segmenter BACKBONE=vit-{v[0]}')
+       for v, h in [('tiny', 'cce8c795'), ('small', '410f6037'), ('base', '96dfe169'), ('large', 'd4efb41d')]},
+    # Sources to convert with `python -m common.convert_vit FILE` (writes FILE stem + _mmseg.pth).
+    'jx_vit_large_p16_384-b3be5167.pth': (
+        'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/jx_vit_large_p16_384-b3be5167.pth',
+        'timm ViT-L/16 ImageNet 384: convert with python -m common.convert_vit', 'setr (converted)'),
+    'deit_small_patch16_224-cd65a155.pth': (
+        'https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth',
+        'DeiT-S/16 ImageNet 224: convert with python -m common.convert_vit', 'vit_deit (converted)'),
+    'deit_base_patch16_224-b5f2ef4d.pth': (
+        'https://dl.fbaipublicfiles.com/deit/deit_base_patch16_224-b5f2ef4d.pth',
+        'DeiT-B/16 ImageNet 224: convert with python -m common.convert_vit', 'vit_deit BACKBONE=deit-b (converted)'),
+    'jx_vit_base_p16_224-80ecf9dd.pth': (
+        'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/jx_vit_base_p16_224-80ecf9dd.pth',
+        'timm ViT-B/16 ImageNet 224: convert with python -m common.convert_vit', 'vit_deit BACKBONE=vit-b (converted)'),
 }
 
 
@@ -77,8 +142,15 @@ def require(path):
     if path is None or os.path.isfile(path):
         return
     name = Path(path).name
-    how = (f'fetch it with `{fetch_command(name)}` ({FILES[name][0]})' if name in FILES else
-           'put the file there (see pretrain/README.md)')
+    source = name.removesuffix('_mmseg.pth') + '.pth'  # the convert_vit output of a listed file
+    if name in FILES:
+        how = f'fetch it with `{fetch_command(name)}` ({FILES[name][0]})'
+    elif name.endswith('_mmseg.pth') and source in FILES:
+        how = (f'make it with `{fetch_command(source)}` then '
+               f'`python -m common.convert_vit pretrain/{source}`')
+    else:
+        how = 'put the file there (see pretrain/README.md)'
+
     raise SetupError(f'pretrained file not found: {path}',
                      f'{how}, or train from scratch with --no-pretrained')
 

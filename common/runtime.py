@@ -59,7 +59,9 @@ def defaults(*, work_dir, val_interval, seed, log_interval=50, keep_checkpoints=
         env_cfg=dict(cudnn_benchmark=True, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                      dist_cfg=dict(backend='nccl')),
         vis_backends=vis_backends,
-        visualizer=dict(type='SegLocalVisualizer', vis_backends=copy.deepcopy(vis_backends), name='visualizer'),
+        # No fixed name: mmengine keeps one visualizer per name, so a second run in the same process
+        # would write into the first run's folder. Unnamed, it takes the run's timestamp.
+        visualizer=dict(type='SegLocalVisualizer', vis_backends=copy.deepcopy(vis_backends)),
         log_processor=dict(by_epoch=False),
         log_level='INFO',
         load_from=None,
@@ -162,10 +164,20 @@ def weights_must_fit():
         if unexpected:
             print_log(f'[weights] {name}: {len(unexpected)} unexpected keys ignored: {", ".join(unexpected[:8])}'
                       + (' ...' if len(unexpected) > 8 else ''), logger='current')
+        # Normalisation layers a segmentation backbone adds on top of its classifier (Swin's norm0..3,
+        # PoolFormer's GroupNorms) start as identity by design in the recipes; anything else left
+        # out would stay random.
+        norms = _norm_layer_keys(module)
+        added_norms = [k for k in missing if k in norms]
+        missing = [k for k in missing if k not in norms]
+        if added_norms:
+            print_log(f'[weights] {name}: {len(added_norms)} normalisation tensors not in the checkpoint start at '
+                      f'their identity init, as in the recipe: {", ".join(added_norms[:8])}', logger='current')
         if missing:
             _refuse_unfit(name, missing, len(expected))
         else:
-            print_log(f'[weights] {name}: all {len(expected)} tensors loaded', logger='current')
+            print_log(f'[weights] {name}: all {len(expected) - len(added_norms)} other tensors loaded',
+                      logger='current')
 
     def mm_load(module, state_dict, strict=False, logger=None):
         audit(getattr(module, 'module', module), state_dict)
@@ -184,6 +196,14 @@ def weights_must_fit():
         for module in patched_modules:
             module.load_state_dict = original_mm
         torch.nn.Module.load_state_dict = original_torch
+
+
+def _norm_layer_keys(module):
+    import torch.nn as nn
+    norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+    return {f'{prefix}.{key}' if prefix else key
+            for prefix, sub in module.named_modules() if isinstance(sub, norm_types)
+            for key in sub.state_dict(keep_vars=True) if '.' not in key}
 
 
 def _refuse_unfit(name, missing, total):
@@ -364,6 +384,18 @@ def _complete(path):
         return False
 
 
+def _start_cpu_process_group(cfg, timeout_s):
+    """DDP on CPUs (gloo), e.g. the tests: mmengine's own init_dist calls torch.cuda.set_device,
+    and its DDP wrapper passes device_ids, which CPU modules refuse. Start the group here (mmengine
+    then leaves it alone) and wrap without device ids."""
+    import datetime
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group('gloo', timeout=datetime.timedelta(seconds=timeout_s))
+    cfg['model_wrapper_cfg'] = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+                                    find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
 def latest_checkpoint(work_dir):
     """The newest complete checkpoint of WORK_DIR: the one `last_checkpoint` points at, or, if that
     pointer is missing, empty or points at nothing usable, the highest complete iter_N.pth."""
@@ -385,6 +417,13 @@ def _prepare_runtime(cfg, s):
     if not torch.cuda.is_available():
         cfg['env_cfg']['dist_cfg']['backend'] = 'gloo'
         sync_bn_to_bn(cfg)
+        if cfg['optim_wrapper']['type'] == 'AmpOptimWrapper':
+            # mmengine's fp16 loss scaling needs a GPU; a CPU run trains in fp32 (said in the log).
+            cfg['optim_wrapper']['type'] = 'OptimWrapper'
+            cfg['optim_wrapper'].pop('loss_scale', None)
+            print(f'[{s.SCRIPT}] AMP needs a GPU: this CPU run trains in fp32', flush=True)
+        if cfg['launcher'] == 'pytorch':
+            _start_cpu_process_group(cfg, s.DIST_TIMEOUT_S)
     resume_from = None if s.no_resume else latest_checkpoint(cfg['work_dir'])
     if resume_from:
         safe_load.load(resume_from, trust=s.trust_checkpoint, what='resume checkpoint')

@@ -44,10 +44,13 @@ def adamw_poly(*, lr, max_iters, val_interval, weight_decay=0.01, betas=(0.9, 0.
                warmup_iters=1500, warmup_start_factor=1e-6, power=1.0, eta_min=0.0, amp=False,
                accumulate=1, clip_grad=None, paramwise_cfg=None, constructor=None):
     """The transformer recipes: AdamW, LinearLR warmup (1e-6 -> 1 over 1500 iters), then PolyLR.
+    `betas=None` leaves them out of the config (torch's default), as some recipes do.
 
     `warmup_iters=0` gives plain PolyLR from the start (Mask2Former, MaskFormer, PoolFormer...).
     """
-    optimizer = dict(type='AdamW', lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    optimizer = dict(type='AdamW', lr=lr, weight_decay=weight_decay)
+    if betas is not None:  # None: torch's default, for recipes that do not set them
+        optimizer['betas'] = tuple(betas)
     if eps is not None:
         optimizer['eps'] = eps
     end = max_iters * accumulate

@@ -65,3 +65,10 @@ def test_ade20k_download_unpacks_the_layout(server, tmp_path):
     assert (out / 'images' / 'training' / 'ADE_train_00000001.jpg').is_file()
     assert (out / 'annotations' / 'validation' / 'ADE_val_00000001.png').is_file()
     assert not (tmp_path / 'data' / 'ade' / 'ADEChallengeData2016.zip').exists(), 'archive removed after unpacking'
+
+
+def test_a_missing_converted_file_names_the_fetch_and_convert_commands():
+    with pytest.raises(SetupError) as err:
+        pretrained.require('pretrain/deit_small_patch16_224-cd65a155_mmseg.pth')
+    assert 'python -m common.pretrained fetch deit_small_patch16_224-cd65a155.pth' in err.value.fix
+    assert 'python -m common.convert_vit pretrain/deit_small_patch16_224-cd65a155.pth' in err.value.fix

@@ -35,7 +35,7 @@ def plain(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def strip(model, keys=('pretrained', 'init_cfg')):
+def without_weights(model, keys=('pretrained', 'init_cfg')):
     """The model dict without where its weights come from (URL in the recipe, pretrain/ here)."""
     model = copy.deepcopy(model)
 
@@ -45,25 +45,38 @@ def strip(model, keys=('pretrained', 'init_cfg')):
                 node.pop(key, None)
             for value in node.values():
                 visit(value)
-        elif isinstance(node, list):
+        elif isinstance(node, (list, tuple)):
             for value in node:
                 visit(value)
     visit(model)
-    return plain(model)
+    return model
+
+
+def strip(model):
+    return plain(without_weights(model))
 
 
 def build(model_cfg):
+    """Build as mmengine does: a ConfigDict (mmdet heads read attributes) keeping tuples (FastFCN's
+    JPU asserts on them)."""
+    from mmengine.config import ConfigDict
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
     from common import runtime
     register_all_modules()
-    cfg = strip(model_cfg)
+    cfg = without_weights(model_cfg)
     runtime.sync_bn_to_bn(cfg)
-    return MODELS.build(cfg)
+    return MODELS.build(ConfigDict(cfg))
+
+
+def _inner(dataset):
+    """The dataset inside a RepeatDataset wrapper (PoolFormer's recipe), or the dataset itself."""
+    return dataset.get('dataset', dataset) if dataset.get('type') == 'RepeatDataset' else dataset
 
 
 def pipelines(cfg):
-    return plain([cfg['train_dataloader']['dataset']['pipeline'], cfg['val_dataloader']['dataset']['pipeline']])
+    return plain([_inner(cfg['train_dataloader']['dataset'])['pipeline'],
+                  _inner(cfg['val_dataloader']['dataset'])['pipeline']])
 
 
 @pytest.fixture(scope='module', params=SCRIPTS)

@@ -154,7 +154,7 @@ def test_bad_samples_can_be_skipped_and_are_counted(tmp_path):
 
 def test_two_process_ddp_trains_evaluates_resumes_like_one_process(tiny_data, tmp_path, unbroken):
     """torchrun, 2 CPU processes (gloo), 1 image each: the same total batch as one process with 2."""
-    torchrun = (sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=0')
+    torchrun = (sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2')
     first = train(tmp_path, tiny_data, 'sigterm@iter=3', extra=('--batch-per-gpu', '1'), launcher=torchrun)
     assert first.returncode != 0 and (tmp_path / 'iter_3.pth').is_file(), first.stderr[-3000:]
     proc = train(tmp_path, tiny_data, extra=('--batch-per-gpu', '1'), launcher=torchrun)
