@@ -1,0 +1,176 @@
+"""Parameters and FLOPs of a train_*.py model at 512x512, computed once and cached.
+
+    python -m common.complexity                      # every train_*.py, default variants
+    python -m common.complexity fcn segformer:mit-b2 --size 512,512
+
+The model is the one the script builds (its `build_config`, default settings, `--backbone VARIANT`),
+on the CPU, with SyncBN as BN and every `pretrained`/`init_cfg` removed so no weight file is read.
+It is measured as MMSegmentation's tools/analysis_tools/get_flops.py measures it: whole-image
+inference of one HxW image (`encode_decode`: backbone, decode head, resize to the input), the
+auxiliary head left out. FLOPs come from mmengine's FlopAnalyzer, the counter behind
+`mmengine.analysis.get_model_complexity_info` (run here without that function's activation pass and
+its warnings): like fvcore, it counts one multiply-add as one FLOP, so these are GMACs in other
+tools' terms. Parameters are those of that inference model; `params_total` adds the auxiliary head.
+
+Results are cached in benchmarks/complexity_cache.json under `train_x|variant|HxW|<hash of the model
+config>`: a changed model (or variant, or size) is measured again, an unchanged one never.
+"""
+import argparse
+import copy
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+CACHE = 'benchmarks/complexity_cache.json'
+SIZE = (512, 512)
+
+
+def load_script(name, root='.'):
+    """Import train_<x>.py (nothing runs at import)."""
+    name = name if name.startswith('train_') else f'train_{name}'
+    path = Path(root) / f'{name}.py'
+    if not path.is_file():
+        raise FileNotFoundError(f'no script {path}')
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _strip(node, keys=('pretrained', 'init_cfg')):
+    if isinstance(node, dict):
+        return {k: _strip(v, keys) for k, v in node.items() if k not in keys}
+    if isinstance(node, (list, tuple)):
+        return [_strip(v, keys) for v in node]
+    return node
+
+
+def model_config(module, variant=None):
+    """(model dict, custom_imports) the script builds for `variant` (None: its default), with
+    SyncBN as BN and no pretrained weights or init_cfg."""
+    from common import cli, runtime
+    argv = ['--no-pretrained']
+    if variant is not None and hasattr(module, 'BACKBONE'):
+        argv += ['--backbone', variant]
+    cfg = module.build_config(cli.parse(vars(module), argv))
+    model = json.loads(json.dumps(_strip(cfg['model']), default=str))
+    runtime.sync_bn_to_bn(model)
+    return model, cfg.get('custom_imports')
+
+
+def cache_key(script, variant, size, model):
+    digest = hashlib.sha1(json.dumps(model, sort_keys=True).encode()).hexdigest()[:12]
+    return f'{script}|{variant}|{size[0]}x{size[1]}|{digest}'
+
+
+def measure(model_cfg, size=SIZE, custom_imports=None):
+    """Build the model on the CPU and count. Returns dict(params, params_total, flops, seconds)."""
+    import torch
+    from mmengine.analysis import FlopAnalyzer, parameter_count
+    from mmengine.config import ConfigDict
+    from mmengine.utils import import_modules_from_strings
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    register_all_modules()
+    if custom_imports:
+        import_modules_from_strings(**custom_imports)
+    start = time.time()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # mmseg's deprecation notes about its own loss builders
+        # A ConfigDict, as the Runner gives it: mmdet's heads read their settings as attributes.
+        segmentor = MODELS.build(ConfigDict(copy.deepcopy(model_cfg)))
+    params_total = sum(p.numel() for p in segmentor.parameters())
+    if getattr(segmentor, 'auxiliary_head', None) is not None:
+        segmentor.auxiliary_head = None  # training-only, as get_flops.py
+
+    height, width = size
+    metas = [dict(img_shape=(height, width), ori_shape=(height, width), pad_shape=(height, width),
+                  batch_input_shape=(height, width), padding_size=[0, 0, 0, 0])]
+
+    class WholeImage(torch.nn.Module):
+        """One image in, per-class logits at the input size out: what the test loop computes."""
+
+        def __init__(self):
+            super().__init__()
+            self.segmentor = segmentor
+
+        def forward(self, inputs):
+            return self.segmentor.encode_decode(inputs, metas)
+
+    model = WholeImage().eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # tracer warnings about shape-dependent Python branches
+        analyzer = FlopAnalyzer(model, (torch.rand(1, 3, height, width),))
+        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
+        flops = analyzer.total()
+    return dict(params=int(parameter_count(model)['']), params_total=int(params_total), flops=int(flops),
+                seconds=round(time.time() - start, 1))
+
+
+def _read(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write(path, cache):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True) + '\n')
+    os.replace(tmp, path)
+
+
+def lookup(script, variant=None, size=SIZE, cache=CACHE, root='.'):
+    """Complexity of train_<script>.py's `variant` at `size`: from the cache, else measured and
+    stored. Returns dict(params, params_total, flops, ...); raises what building the model raises."""
+    module = load_script(script, root)
+    script = module.__name__
+    if variant is None:
+        variant = getattr(module, 'BACKBONE', None)
+    model, custom_imports = model_config(module, variant)
+    key = cache_key(script, variant, size, model)
+    if key in _read(cache):
+        return _read(cache)[key]
+    found = dict(script=script, variant=variant, size=list(size), **measure(model, size, custom_imports))
+    entries = _read(cache)  # read again: keep what another process added while this one measured
+    entries[key] = found
+    _write(cache, entries)
+    return found
+
+
+def _parse_size(text):
+    parts = [int(p) for p in text.replace('x', ',').split(',') if p]
+    return tuple(parts * 2) if len(parts) == 1 else tuple(parts)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('models', nargs='*', help='fcn, segformer:mit-b2 ... (default: every train_*.py)')
+    parser.add_argument('--size', type=_parse_size, default=SIZE, metavar='H,W', help='input size (default 512,512)')
+    parser.add_argument('--cache', default=CACHE, help=f'cache file (default {CACHE})')
+    args = parser.parse_args(argv)
+    models = args.models or sorted(p.stem.removeprefix('train_') for p in Path('.').glob('train_*.py'))
+    print(f'{"model":28} {"params (M)":>10} {"GFLOPs":>9}   at {args.size[0]}x{args.size[1]}')
+    failed = 0
+    for entry in models:
+        script, _, variant = entry.partition(':')
+        try:
+            found = lookup(script, variant or None, args.size, args.cache)
+            print(f'{entry:28} {found["params"] / 1e6:10.2f} {found["flops"] / 1e9:9.1f}', flush=True)
+        except Exception as exc:  # one model that does not build must not hide the others
+            failed += 1
+            print(f'{entry:28} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}',
+                  flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""bench.sh end to end on a CPU: three scripts (FCN, SegFormer, PSPNet) train 2 iterations on the
+tiny dataset, a fourth script that fails is recorded while the loop goes on, and the table, CSV,
+charts, complexity cache and training curves come out right.
+
+The benchmark runs in a temporary copy of the repository (common/, bench.sh, the three scripts and
+a broken one), so the broken script never appears among the real train_*.py."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT, load_script
+
+SCRIPTS = ['train_fcn', 'train_segformer', 'train_pspnet']
+SCRIPT_FLAGS = ['--crop-size', '64', '--batch-per-gpu', '2', '--num-workers', '0', '--log-interval', '1']
+
+
+def bench_sh(repo, *args):
+    return subprocess.run(['bash', 'bench.sh', *args], cwd=repo, env=dict(os.environ, PY=sys.executable),
+                          capture_output=True, text=True, timeout=850)
+
+
+@pytest.fixture(scope='module')
+def bench(tiny_data, tmp_path_factory):
+    """(repo copy, finished bench.sh process): every train_*.py of the copy, 2 iterations each,
+    the final evaluation on 2 of the 3 validation images, FLOPs counted at 64x64 to keep it quick."""
+    repo = tmp_path_factory.mktemp('repo')
+    shutil.copytree(ROOT / 'common', repo / 'common', ignore=shutil.ignore_patterns('__pycache__'))
+    shutil.copy(ROOT / 'bench.sh', repo)
+    for name in SCRIPTS:
+        shutil.copy(ROOT / f'{name}.py', repo)
+    # Fails after its setup checks pass, as a real bug would: the decode head is not registered.
+    broken = (ROOT / 'train_fcn.py').read_text().replace("type='FCNHead'", "type='NoSuchHead'")
+    assert 'NoSuchHead' in broken
+    (repo / 'train_broken.py').write_text(broken)
+    result = bench_sh(repo, '--gpus', '0', '--iters', '2', '--name', 'tiny', '--data-root', tiny_data,
+                      '--eval-images', '2', '--flops-size', '64', '--', *SCRIPT_FLAGS)
+    print(result.stdout, result.stderr)
+    return repo, result
+
+
+def read_csv(path):
+    with open(path, newline='') as handle:
+        return {row['model']: row for row in csv.DictReader(handle)}
+
+
+def test_every_script_runs_and_a_failure_is_recorded(bench):
+    repo, result = bench
+    assert result.returncode == 1, 'exit status 1: one model failed'
+    out = result.stdout
+    assert '[1/4] broken: training (elapsed 0m00s, ETA ?)' in out, 'train_*.py found by glob, in order'
+    assert '[4/4] segformer' in out and 'ETA ' in out
+    assert '[1/4] broken: FAILED (exit 1)' in out and 'NoSuchHead' in out, 'the error is shown as it happens'
+    assert '3 of 4 models ran' in out
+
+    rows = read_csv(repo / 'benchmarks/tiny/results.csv')
+    assert set(rows) == {'broken', 'fcn', 'pspnet', 'segformer'}
+    for name in SCRIPTS:
+        row, reference = rows[name.removeprefix('train_')], load_script(name).REFERENCE
+        assert row['status'] == 'ok' and row['error'] == ''
+        assert float(row['img_per_sec']) > 0 and float(row['sec_per_iter']) > 0
+        assert 0 <= float(row['data_time_share']) <= 1
+        assert 0 <= float(row['mIoU']) <= 100 and row['iters_done'] == '2' and row['crop_size'] == '64x64'
+        assert float(row['params_m']) > 0 and float(row['gflops']) > 0
+        assert row['max_mem_mb'] == '' and float(row['max_rss_mb']) > 0, 'CPU: no GPU memory, the RSS instead'
+        assert float(row['ref_mIoU']) == reference['mIoU'] and float(row['ref_fps']) == reference['fps']
+        assert float(row['ref_mem_gb']) == reference['mem_gb'] and row['recipe'] == reference['config']
+    assert rows['segformer']['variant'] == 'mit-b0' and float(rows['segformer']['params_m']) < 10
+    assert float(rows['fcn']['params_m']) > 40
+
+    failed = rows['broken']
+    assert failed['status'] == 'failed' and failed['exit_code'] == '1'
+    assert failed['error'].startswith('KeyError') and 'NoSuchHead' in failed['error']
+    assert failed['img_per_sec'] == '' and failed['ref_mIoU'] == '35.94', 'the reference still shown'
+
+    run = repo / 'work_dirs/bench/tiny/fcn'
+    assert (run / 'summary.json').is_file() and (run / 'stdout.log').is_file()
+    assert not list(run.glob('*.pth')), 'the checkpoints of a benchmark run are deleted'
+    command = (run / 'bench_run.txt').read_text()
+    assert 'train_fcn.py --max-iters 2 --val-interval 2' in command and '--no-pretrained' in command
+
+
+def test_markdown_table(bench):
+    repo, _ = bench
+    text = (repo / 'benchmarks/tiny/results.md').read_text()
+    assert '| model | variant | params (M) | GFLOPs 64x64 | img/s |' in text
+    for name in ('fcn', 'pspnet', 'segformer'):
+        assert f'| {name} |' in text
+    assert '| 35.94 | 8.5 | 23.49 | ok |' in text, 'FCN beside its reference mIoU, memory and fps'
+    assert '## Failed' in text and '**broken** (exit code 1)' in text and 'NoSuchHead' in text
+    assert 'the final evaluation on 2 validation images' in text
+    assert '![training img/s and peak memory per model](speed_memory.png)' in text
+
+
+def test_charts_are_pictures(bench):
+    repo, _ = bench
+    for name in ('speed_memory.png', 'miou_vs_speed.png'):
+        with Image.open(repo / 'benchmarks/tiny' / name) as picture:
+            assert picture.format == 'PNG' and picture.width >= 800 and picture.height >= 300
+
+
+def test_evaluation_subset_is_symlinks(bench, tiny_data):
+    repo, _ = bench
+    subset = repo / 'work_dirs/bench/tiny/data/ADEChallengeData2016'
+    images = sorted((subset / 'images/validation').iterdir())
+    assert len(images) == 2 and all(p.is_symlink() for p in images)
+    assert (subset / 'images/training').resolve() == (Path(tiny_data) / 'images/training').resolve()
+    assert len(list((subset / 'annotations/validation').iterdir())) == 2
+
+
+def test_complexity_is_cached(bench, monkeypatch):
+    from common import complexity
+    repo, _ = bench
+    cache = repo / 'benchmarks/complexity_cache.json'
+    entries = json.loads(cache.read_text())
+    assert {e['script'] for e in entries.values()} == set(SCRIPTS), 'the broken model is not cached'
+    assert all(e['size'] == [64, 64] for e in entries.values())
+
+    def must_not_measure(*args, **kwargs):
+        raise AssertionError('measured again although cached')
+    monkeypatch.setattr(complexity, 'measure', must_not_measure)
+    found = complexity.lookup('train_fcn', None, (64, 64), cache, root=repo)
+    assert round(found['params'] / 1e6, 2) == float(read_csv(repo / 'benchmarks/tiny/results.csv')['fcn']['params_m'])
+    with pytest.raises(AssertionError, match='measured again'):
+        complexity.lookup('train_fcn', None, (96, 96), cache, root=repo)  # another size: not in the cache
+
+
+def test_unknown_model_is_recorded_and_the_table_still_written(bench, tiny_data):
+    repo, _ = bench
+    result = bench_sh(repo, '--gpus', '0', '--name', 'missing', '--data-root', tiny_data, 'nosuchmodel')
+    assert result.returncode == 1
+    assert 'nosuchmodel: FAILED (exit 127)' in result.stdout
+    text = (repo / 'benchmarks/missing/results.md').read_text()
+    assert '| nosuchmodel |' in text and 'there is no train_nosuchmodel.py' in text
+
+
+def test_bad_option_is_refused(bench):
+    repo, _ = bench
+    result = bench_sh(repo, '--itres', '5')
+    assert result.returncode == 2 and 'unknown option --itres' in result.stderr
+
+
+def test_curves_command_overlays_runs(bench, tmp_path):
+    repo, _ = bench
+    out = tmp_path / 'curves.png'
+    runs = [repo / 'work_dirs/bench/tiny/fcn', repo / 'work_dirs/bench/tiny/segformer']
+    result = subprocess.run([sys.executable, '-m', 'common.plots', 'curves', *map(str, runs), '--out', str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as picture:
+        assert picture.format == 'PNG' and picture.width >= 800
+
+
+def test_curves_merge_a_resumed_run(tmp_path):
+    """Two launches of one run: the resumed one restarted at step 3, so its steps 3..4 replace the first's."""
+    from common import plots
+
+    def launch(folder, records):
+        path = tmp_path / 'run' / folder / 'vis_data'
+        path.mkdir(parents=True)
+        (path / 'scalars.json').write_text(''.join(json.dumps(r) + '\n' for r in records))
+    launch('20260101_000000', [dict(loss=4.0, step=1), dict(loss=3.0, step=2), dict(loss=9.0, step=3),
+                               dict(loss=9.0, step=4), dict(mIoU=1.0, aAcc=5.0, step=4)])
+    launch('20260102_000000', [dict(loss=2.0, step=3), dict(loss=1.5, step=4), dict(mIoU=7.0, aAcc=9.0, step=4),
+                               dict(loss=1.0, step=5)])
+    train, evals = plots.read_scalars(tmp_path / 'run')
+    assert [(r['step'], r['loss']) for r in train] == [(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.5), (5, 1.0)]
+    assert [(r['step'], r['mIoU']) for r in evals] == [(4, 7.0)]
+    assert plots.curves([tmp_path / 'run'], tmp_path / 'c.png').is_file()
+
+
+@pytest.mark.parametrize('stderr, expected', [
+    ('noise\nERROR: dataset not found: data/x does not exist\n  -> download it\n',
+     'dataset not found: data/x does not exist -> download it'),
+    ('Traceback (most recent call last):\n  File "x.py"\nKeyError: \'NoSuchHead is not in the registry\'\n'
+     '[rank0]: ...\ntorch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n====\n',
+     "KeyError: 'NoSuchHead is not in the registry'"),
+    ('[rank0]: RuntimeError: CUDA out of memory\n', 'RuntimeError: CUDA out of memory'),
+    ('just a last line\n\n', 'just a last line'),
+])
+def test_error_line_from_stderr(stderr, expected):
+    from common import bench
+    assert bench.error_from_stderr(stderr) == expected
