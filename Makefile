@@ -13,3 +13,7 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest tests
+
+.PHONY: bench
+bench: setup
+	bash bench.sh

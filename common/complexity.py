@@ -68,10 +68,23 @@ def cache_key(script, variant, size, model):
     return f'{script}|{variant}|{size[0]}x{size[1]}|{digest}'
 
 
+def analyze(model, inputs):
+    """mmengine's FlopAnalyzer over one forward of `model` on `inputs`, quiet, counts computed (one
+    multiply-add = one FLOP). Also used by --flops (common/inference.py)."""
+    import torch
+    from mmengine.analysis import FlopAnalyzer
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # tracer warnings about shape-dependent Python branches
+        analyzer = FlopAnalyzer(model, (inputs,))
+        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
+        analyzer.total()  # runs the trace inside the quiet block
+    return analyzer
+
+
 def measure(model_cfg, size=SIZE, custom_imports=None):
     """Build the model on the CPU and count. Returns dict(params, params_total, flops, seconds)."""
     import torch
-    from mmengine.analysis import FlopAnalyzer, parameter_count
+    from mmengine.analysis import parameter_count
     from mmengine.config import ConfigDict
     from mmengine.utils import import_modules_from_strings
     from mmseg.registry import MODELS
@@ -104,11 +117,7 @@ def measure(model_cfg, size=SIZE, custom_imports=None):
             return self.segmentor.encode_decode(inputs, metas)
 
     model = WholeImage().eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # tracer warnings about shape-dependent Python branches
-        analyzer = FlopAnalyzer(model, (torch.rand(1, 3, height, width),))
-        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
-        flops = analyzer.total()
+    flops = analyze(model, torch.rand(1, 3, height, width)).total()
     return dict(params=int(parameter_count(model)['']), params_total=int(params_total), flops=int(flops),
                 seconds=round(time.time() - start, 1))
 

@@ -739,15 +739,13 @@ def verification_image(cfg, s):
 
 def flops(cfg, s):
     """Parameters and FLOPs of whole-image inference at --flops-size, per part of the model."""
-    from mmengine.analysis import FlopAnalyzer, parameter_count
+    from mmengine.analysis import parameter_count
+    from common.complexity import analyze
     height, width = s.flops_size
     model = build_model(cfg, on='cpu')  # CPU: mmcv ops run their PyTorch path, which the counter sees
     logits = Logits(model).eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter('ignore')
-        analyzer = FlopAnalyzer(logits, (torch.rand(1, 3, height, width) * 255,))
-        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
-        by_module = analyzer.by_module()
+    analyzer = analyze(logits, torch.rand(1, 3, height, width) * 255)
+    by_module = analyzer.by_module()
     params = parameter_count(logits)
     parts = [name for name, _ in model.named_children() if params.get(f'segmentor.{name}', 0)]
     rows = [(name, params[f'segmentor.{name}'], by_module.get(f'segmentor.{name}', 0)) for name in parts]

@@ -1,0 +1,79 @@
+"""The table of scripts in README.md, generated from the scripts themselves.
+
+    python -m common.zoo            # print the markdown table
+    python -m common.zoo --write    # replace the table between the SCRIPTS-TABLE markers in README.md
+
+Reference numbers come from each script's REFERENCE (which mirrors the shared reference file);
+what a model needs is read from its config: scoped types (mmdet., mmpretrain.), heads that call
+compiled mmcv ops, and pretrained files that must be converted first.
+"""
+import argparse
+import importlib.util
+import re
+from pathlib import Path
+
+from common import cli, runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK, END = '<!-- SCRIPTS-TABLE -->', '<!-- SCRIPTS-TABLE-END -->'
+# Config types whose forward pass reaches a compiled (or mmcv.ops) kernel.
+OPS = {'PSAHead': 'mmcv PSAMask op', 'mmdet.MSDeformAttnPixelDecoder': 'mmcv MultiScaleDeformableAttention (CUDA)',
+       'mmdet.FocalLoss': 'mmcv sigmoid_focal_loss (CUDA)', 'PointHead': 'mmcv.ops point_sample'}
+
+
+def load(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def needs(cfg):
+    found = [f'{pkg}' for pkg in runtime.required_packages(cfg)]
+    types = set()
+    runtime._walk(cfg, lambda node: types.add(node.get('type')))
+    found += [op for kind, op in OPS.items() if kind in types]
+    found += [f'converted checkpoint ({Path(p).name})' for p in runtime.pretrained_paths(cfg)
+              if p.endswith('_mmseg.pth')]
+    return ', '.join(found) or '-'
+
+
+def rows():
+    for path in sorted(ROOT.glob('train_*.py')):
+        module = load(path)
+        ref = module.REFERENCE
+        cfg = module.build_config(cli.parse(vars(module), []))
+        title = module.__doc__.strip().splitlines()[0].split(' on ADE20K')[0].rstrip('.:, ')
+        miou = '-' if ref.get('mIoU') is None else f"{ref['mIoU']}"
+        if ref.get('mIoU_ms'):
+            miou += f" / {ref['mIoU_ms']}"
+        iters = cfg['train_cfg']['max_iters']
+        yield (f'`{path.name}`', re.sub(r'\s+', ' ', title), f"`{ref['config'].split('/')[-1]}`", miou,
+               f'{iters // 1000}k', needs(cfg))
+
+
+def table():
+    head = ('| script | trains | recipe mirrored | reference mIoU (ss / ms+flip) | iters | needs beyond mmseg |\n'
+            '|---|---|---|---|---|---|\n')
+    return head + '\n'.join('| ' + ' | '.join(row) + ' |' for row in rows()) + '\n'
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--write', action='store_true')
+    args = parser.parse_args(argv)
+    text = table()
+    if not args.write:
+        print(text)
+        return
+    readme = ROOT / 'README.md'
+    before, found, rest = readme.read_text().partition(MARK + '\n')
+    _, found_end, after = rest.partition(END + '\n')
+    if not (found and found_end):
+        raise SystemExit(f'README.md lacks the {MARK} ... {END} markers')
+    readme.write_text(before + MARK + '\n' + text + END + '\n' + after)
+    print(f'wrote the table of {text.count(chr(10)) - 2} scripts into {readme}')
+
+
+if __name__ == '__main__':
+    main()
