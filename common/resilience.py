@@ -204,11 +204,12 @@ def make_guard_hook(on_nonfinite='stop'):
             self.skipped = 0
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            done = runner.iter + 1  # mmengine counts the iteration as done only after its hooks
             if _LossGuard.skipped_at:
                 terms = ', '.join(f'{k}={float(v):.4g}' for k, v in (outputs or {}).items()
                                   if 'loss' in k) or 'no loss terms logged'
                 self.skipped += 1
-                message = f'non-finite loss at iteration {runner.iter} ({terms})'
+                message = f'non-finite loss at iteration {done} ({terms})'
                 if on_nonfinite == 'stop':
                     raise Diverged(message + '; the optimizer step was skipped, the last checkpoint is untouched')
                 print_log(f'[guard] {message}: step skipped ({self.skipped} so far)', logger='current',
@@ -216,9 +217,8 @@ def make_guard_hook(on_nonfinite='stop'):
                 runner.message_hub.update_scalar('train/skipped_steps', self.skipped)
             maybe_fault('iter') if FAULTS else None
             if _any_rank(bool(_signal_received)):
-                checkpoint = save_now(runner)
-                raise Preempted(_signal_received[0] if _signal_received else signal.SIGTERM, runner.iter,
-                                checkpoint)
+                checkpoint = save_now(runner, done)
+                raise Preempted(_signal_received[0] if _signal_received else signal.SIGTERM, done, checkpoint)
 
         def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             maybe_fault('val') if FAULTS else None
@@ -227,18 +227,23 @@ def make_guard_hook(on_nonfinite='stop'):
     return SafetyHook()
 
 
-def save_now(runner):
-    """A checkpoint at the current iteration, recorded like the periodic ones (so the rotation
-    of the last N removes it in time), and the pointer to it."""
-    name = f'iter_{runner.iter}.pth'
+def save_now(runner, done):
+    """A checkpoint after `done` iterations, recorded like the periodic ones (so the rotation of the
+    last N removes it in time), and the pointer to it. Every rank waits until it is written, so no
+    rank exits (and makes torchrun stop the others) while rank 0 is still writing."""
+    import torch.distributed as dist
+    name = f'iter_{done}.pth'
     path = os.path.join(runner.work_dir, name)
     keep = list(runner.message_hub.get_info('keep_ckpt_ids', []))
-    if runner.iter not in keep:
-        keep.append(runner.iter)
+    if done not in keep:
+        keep.append(done)
         runner.message_hub.update_info('keep_ckpt_ids', keep)
-    runner.save_checkpoint(runner.work_dir, name)
+    if not os.path.isfile(path):  # the periodic hook may have just written this iteration
+        runner.save_checkpoint(runner.work_dir, name, by_epoch=False)  # meta iter = done, as the hook's
     if runner.rank == 0:
         atomic_write(path.encode(), os.path.join(runner.work_dir, 'last_checkpoint'))
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
     return path
 
 

@@ -250,7 +250,7 @@ def _steady(values):
     return statistics.median(values[skip:])
 
 
-def summarize(runner, recorder, s, reference, status, wall_s):
+def summarize(runner, recorder, s, reference, status, wall_s, iters_done=None):
     import mmcv
     import mmseg
     import torch
@@ -264,7 +264,7 @@ def summarize(runner, recorder, s, reference, status, wall_s):
     return dict(
         model=s.SCRIPT, variant=getattr(s, 'BACKBONE', None), recipe=reference.get('config'),
         reference_mIoU=reference.get('mIoU'), status=status,
-        start_iter=recorder.start_iter, iters_done=runner.iter, max_iters=runner.max_iters, accumulate=s.ACCUMULATE,
+        start_iter=recorder.start_iter, iters_done=runner.iter if iters_done is None else iters_done, max_iters=runner.max_iters, accumulate=s.ACCUMULATE,
         world_size=world, batch_per_gpu=s.BATCH_PER_GPU, total_batch=s.BATCH_PER_GPU * world * s.ACCUMULATE,
         crop_size=list(s.CROP_SIZE), amp=bool(s.AMP),
         mIoU=recorder.metrics.get('mIoU'), mAcc=recorder.metrics.get('mAcc'), aAcc=recorder.metrics.get('aAcc'),
@@ -424,13 +424,14 @@ def _prepare_runtime(cfg, s):
             print(f'[{s.SCRIPT}] AMP needs a GPU: this CPU run trains in fp32', flush=True)
         if cfg['launcher'] == 'pytorch':
             _start_cpu_process_group(cfg, s.DIST_TIMEOUT_S)
-    resume_from = None if s.no_resume else latest_checkpoint(cfg['work_dir'])
+    resume_from, resume_iter = (None if s.no_resume else latest_checkpoint(cfg['work_dir'])), 0
     if resume_from:
-        safe_load.load(resume_from, trust=s.trust_checkpoint, what='resume checkpoint')
+        checkpoint = safe_load.load(resume_from, trust=s.trust_checkpoint, what='resume checkpoint')
+        resume_iter = int(checkpoint.get('meta', {}).get('iter', 0))
         cfg.update(resume=True, load_from=resume_from)
     elif s.load_from:
         cfg.update(resume=False, load_from=s.load_from)
-    return resume_from
+    return resume_from, resume_iter
 
 
 def run(build_config, s, reference):
@@ -461,7 +462,14 @@ def _run(build_config, s, reference):
     preflight(cfg, s)
     if rank_from_env() == 0:
         resilience.remove_stale_temporaries(cfg['work_dir'])
-    resume_from = _prepare_runtime(cfg, s)
+    resume_from, resume_iter = _prepare_runtime(cfg, s)
+    if resume_iter >= cfg['train_cfg']['max_iters']:
+        # Rerunning a finished command: keep its results instead of overwriting them with an empty run.
+        if rank_from_env() == 0:
+            print(f'[{s.SCRIPT}] already finished: {resume_from} is iteration {resume_iter} of '
+                  f'{cfg["train_cfg"]["max_iters"]}; results in {Path(cfg["work_dir"]) / "summary.json"}. '
+                  'Raise --max-iters to train on, or --no-resume to start over.', flush=True)
+        return
     world = world_size_from_env()
     if rank_from_env() == 0:
         print(banner(s, reference, world), flush=True)
@@ -476,13 +484,13 @@ def _run(build_config, s, reference):
     runner.register_hook(recorder)
     runner.register_hook(resilience.make_guard_hook(s.ON_NONFINITE_LOSS))
     resilience.install_signal_handlers()
-    start, status = time.time(), 'failed'
+    start, status, stopped_at = time.time(), 'failed', None
     try:
         with weights_must_fit():
             runner.train()
         status = 'finished'
     except resilience.Preempted as stop:
-        status = f'interrupted: {stop} (checkpoint {stop.checkpoint})'
+        status, stopped_at = f'interrupted: {stop} (checkpoint {stop.checkpoint})', stop.iteration
         print(f'[{s.SCRIPT}] {stop}; saved {stop.checkpoint}. Rerun the same command to resume.', flush=True)
         raise SystemExit(128 + stop.signum)
     except resilience.Diverged as exc:
@@ -505,7 +513,7 @@ def _run(build_config, s, reference):
         raise SystemExit(1)
     finally:
         if runner.rank == 0:
-            summary = summarize(runner, recorder, s, reference, status, time.time() - start)
+            summary = summarize(runner, recorder, s, reference, status, time.time() - start, stopped_at)
             summary_path = Path(cfg['work_dir']) / 'summary.json'
             try:
                 resilience.atomic_write((json.dumps(summary, indent=2) + '\n').encode(), str(summary_path))

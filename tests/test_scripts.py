@@ -68,3 +68,8 @@ def test_train_two_iterations_evaluate_and_resume(name, tiny_data, tmp_path, cap
     logged_steps = {json.loads(line).get('step') for path in work.glob('*/vis_data/scalars.json')
                     for line in path.read_text().splitlines()}
     assert {1, 2, 3, 4} <= logged_steps
+
+    # The same command once more: already finished, results kept.
+    module.main(args + ['--max-iters', '4'])
+    assert 'already finished' in capsys.readouterr().out
+    assert json.loads((work / 'summary.json').read_text()) == second
