@@ -5,7 +5,7 @@
 #   bash bench.sh fcn pspnet segformer:mit-b2       # these models only (a variant after ':')
 #   bash bench.sh --gpus 8 --iters 500 --name h100x8
 #   bash bench.sh --demo --gpus 0 --iters 20 fcn    # the generated demo data, on the CPU
-#   bash bench.sh fcn -- --amp --batch-per-gpu 4    # flags after '--' go to every script
+#   bash bench.sh fcn -- --precision fp32 --batch-per-gpu 4   # flags after '--' go to every script
 #
 # Options (defaults in the settings below): --iters N, --gpus N (0: CPU; more than 1: torchrun),
 # --data-root DIR, --demo, --eval-images N|all, --name NAME, --timeout SECONDS, --pretrained,

@@ -22,6 +22,8 @@ Deviations from the recipe (the user's defaults):
   plus the best-mIoU one (recipe: all of them, no best).
 - Text, JSON and TensorBoard logs; a fixed seed (recipe: random); dataloader workers sized from
   the machine's CPUs (recipe: 2).
+- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
+  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
 - On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 - BACKBONE = 'swin-l' with --crop-size 640 trains at 640 (the upstream file's 512 is a bug, above).
 
@@ -40,7 +42,7 @@ MAX_ITERS = 80_000                  # optimizer steps; the two 10x LR drops (at 
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = None                           # AdamW peak LR; None: the BACKBONE's recipe (r50 1e-4, swin-l 6e-5)
 WARMUP_ITERS = 1_000                # linear warmup from 0.001 x LR, steps (recipe)
-AMP = False                         # fp16 mixed precision (recipe: fp32)
+PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
 BACKBONE = 'r50'                    # 'r50' (ResNet-V1c) or 'swin-l'
 PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pretrain/; or a path

@@ -17,6 +17,9 @@ Deviations from the recipe (the user's defaults):
   plus the best-mIoU one (as the recipe).
 - CROP_SIZE stays 512 for swin-b/swin-l, whose recipes train at 640: pass --crop-size 640 for those.
 - Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
+- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
+  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
+  The deformable attention of the pixel decoder runs in fp32 inside it (its kernel has no bf16).
 - On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_mask2former.py                           # one GPU: --accumulate 8 keeps the total 16
@@ -33,7 +36,7 @@ BATCH_PER_GPU = 2                   # images per GPU per iteration; reference to
 MAX_ITERS = 160_000                 # optimizer steps; the PolyLR end follows
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 1e-4                           # AdamW, weight decay 0.05; backbone x0.1; grad clip 0.01
-AMP = False                         # fp16 mixed precision (recipe: fp32; deformable attention has no bf16)
+PRECISION = 'auto'                  # 'auto': bf16 on a GPU (deformable attention in fp32), fp32 on a CPU; or bf16/fp16/fp32
 SEED = 0                            # mmengine randomness seed
 BACKBONE = 'r50'                    # 'r50', 'r101', 'swin-t', 'swin-s', 'swin-b', 'swin-l'
 PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pretrain/; or a path

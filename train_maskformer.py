@@ -20,6 +20,8 @@ Deviations from the recipe (the user's defaults):
   plus the best-mIoU one (recipe: all of them, no best).
 - Text, JSON and TensorBoard logs; a fixed seed (recipe: random); dataloader workers sized from
   the machine's CPUs (recipe: 2).
+- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
+  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
 - On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 - No custom_imports, as the recipe: mmseg's MaskFormerHead imports mmdet's heads, which registers
   the `mmdet.*` types the config names, and the preflight check stops with a clear error if mmdet
@@ -39,7 +41,7 @@ BATCH_PER_GPU = 2                   # images per GPU per iteration; reference to
 MAX_ITERS = 160_000                 # optimizer steps; warmup (Swin) and PolyLR end follow
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = None                           # AdamW peak LR; None: the BACKBONE's recipe (ResNet 1e-4, Swin 6e-5)
-AMP = False                         # fp16 mixed precision (recipe: fp32)
+PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
 BACKBONE = 'r50'                    # 'r50', 'r101', 'swin-t', 'swin-s'
 PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pretrain/; or a path

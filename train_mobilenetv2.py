@@ -17,6 +17,8 @@ Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
 - Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
+- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
+  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
 - On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 - The ImageNet weights are the recipe's (mmcls://mobilenet_v2), read from pretrain/ with
   prefix 'backbone.': the mmcls:// loader strips that prefix from the classifier's keys, a plain
@@ -36,7 +38,7 @@ BATCH_PER_GPU = 2                   # images per GPU per iteration; reference to
 MAX_ITERS = 160_000                 # optimizer steps; the PolyLR end follows
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 0.01                           # SGD, momentum 0.9, weight decay 5e-4, poly to 1e-4
-AMP = False                         # fp16 mixed precision (recipe: fp32)
+PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
 HEAD = 'deeplabv3'                  # 'deeplabv3', 'deeplabv3plus', 'pspnet' or 'fcn' (each its recipe)
 PRETRAINED = 'auto'                 # 'auto': the mmcls MobileNetV2 ImageNet file in pretrain/; or a path

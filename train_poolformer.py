@@ -21,12 +21,15 @@ Deviations from the recipe (the user's defaults):
   iteration-based loop that changes nothing but the length of a sampler "epoch" (one reshuffle per 50
   passes instead of one per pass), so the plain ADE20KDataset is used (DEVIATIONS: 'dataset'; the
   pipelines inside it are the recipe's and are checked).
-- AMP = True as the recipe (AmpOptimWrapper, dynamic loss scale); the wrapper type follows AMP. fp16
-  AMP needs a GPU: a CPU run says so and trains in fp32.
+- The recipe trains in fp16 (AmpOptimWrapper, dynamic loss scale), as does `--precision fp16`; the
+  dumped config keeps the recipe's wrapper, and PRECISION 'auto' uses bf16 on a GPU (no loss scale
+  needed), fp32 on a CPU.
 - The last 3 checkpoints are kept, plus the best-mIoU one (recipe: all of them, no best); evaluation
   and checkpoints every 4000 iterations, as the recipe.
 - Text, JSON and TensorBoard logs; a fixed seed (recipe: random); dataloader workers sized from
   the machine's CPUs (recipe: 4).
+- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
+  fused optimizer step (common/speed.py); `--precision fp16` runs the recipe's arithmetic.
 - On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_poolformer.py                            # one GPU: --accumulate 16 keeps the total 32
@@ -43,7 +46,7 @@ BATCH_PER_GPU = 2                   # images per GPU per iteration; reference to
 MAX_ITERS = 40_000                  # optimizer steps; the PolyLR end follows
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 2e-4                           # AdamW, weight decay 1e-4; PolyLR power 0.9 to 0, no warmup
-AMP = True                          # fp16 mixed precision, as the recipe (AmpOptimWrapper); GPU only
+PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp16 AMP)
 SEED = 0                            # mmengine randomness seed
 BACKBONE = 's12'                    # 's12', 's24', 's36', 'm36', 'm48'
 PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pretrain/; or a path
@@ -81,7 +84,7 @@ def build_config(s):
         test_cfg=dict(mode='whole'))
     # betas=None: the recipe leaves torch's default (0.9, 0.999).
     bundle = schedules.adamw_poly(lr=s.LR, weight_decay=1e-4, betas=None, warmup_iters=0, power=0.9, eta_min=0.0,
-                                  **schedules.steps(s))
+                                  amp=True, **schedules.steps(s))  # the recipe's AmpOptimWrapper
     test_pipeline = ade20k.test_pipeline(s.CROP_SIZE, extra=[dict(type='ResizeToMultiple', size_divisor=32)])
     return dict(model=model,
                 custom_imports=dict(imports=['mmpretrain.models'], allow_failed_imports=False),

@@ -12,6 +12,8 @@ Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 8000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
 - Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
+- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
+  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
 - On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_psanet.py                                 # one GPU (or the CPU)
@@ -28,7 +30,7 @@ BATCH_PER_GPU = 2                   # images per GPU per iteration; reference to
 MAX_ITERS = 80_000                  # optimizer steps; the PolyLR end follows
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 0.01                           # SGD, momentum 0.9, weight decay 5e-4, poly to 1e-4
-AMP = False                         # fp16 mixed precision (recipe: fp32)
+PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
 BACKBONE = 'r50-d8'                 # 'r50-d8' or 'r101-d8'
 PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pretrain/; or a path

@@ -10,6 +10,8 @@ Deviations from the recipe (the user's defaults):
   plus the best-mIoU one.
 - Text, JSON and TensorBoard logs; a fixed seed (recipe: random); dataloader workers sized from
   the machine's CPUs (recipe: 2).
+- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
+  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
 - On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_segformer.py                             # one GPU: --accumulate 8 keeps the total 16
@@ -26,7 +28,7 @@ BATCH_PER_GPU = 2                   # images per GPU per iteration; reference to
 MAX_ITERS = 160_000                 # optimizer steps; warmup and PolyLR end follow
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 6e-5                           # AdamW, weight decay 0.01; decode head x10; 1500 warmup steps
-AMP = False                         # fp16 mixed precision (recipe: fp32)
+PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
 BACKBONE = 'mit-b0'                 # 'mit-b0' ... 'mit-b5'
 PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pretrain/; or a path

@@ -22,6 +22,8 @@ Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
 - Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
+- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
+  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
 
     python train_segmenter.py                             # one GPU (total batch 2)
     torchrun --nproc_per_node=8 train_segmenter.py        # 8 GPUs x 2 (recipe: 8 x 1)
@@ -37,7 +39,7 @@ BATCH_PER_GPU = 2                   # images per GPU per iteration; reference to
 MAX_ITERS = 160_000                 # optimizer steps; the PolyLR end follows
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 0.001                          # SGD, momentum 0.9, no weight decay, poly to 1e-4
-AMP = False                         # fp16 mixed precision (recipe: fp32)
+PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
 BACKBONE = 'vit-t'                  # 'vit-t', 'vit-s', 'vit-b', 'vit-l' (patch 16)
 PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pretrain/; or a path

@@ -25,6 +25,8 @@ Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
 - Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
+- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
+  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
 - On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 - EMBED_DIMS (default 1024, the recipe's ViT-L) exists for CPU tests only: ViT-L (about 300M
   parameters) is too large for them, so the smoke test and a quick demo narrow it
@@ -45,7 +47,7 @@ BATCH_PER_GPU = 2                   # images per GPU per iteration; reference to
 MAX_ITERS = 160_000                 # optimizer steps; the PolyLR end follows
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 'auto'                         # SGD, no weight decay, heads x10, poly to 1e-4; 'auto': naive 0.01, pup/mla 0.001
-AMP = False                         # fp16 mixed precision (recipe: fp32)
+PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
 HEAD = 'naive'                      # 'naive', 'pup' or 'mla' (decoder; each its recipe)
 PRETRAINED = 'auto'                 # 'auto': pretrain/jx_vit_large_p16_384-b3be5167_mmseg.pth (converted); or a path

@@ -27,6 +27,8 @@ Deviations from the recipe (the user's defaults, and one upstream bug):
   checkpoints are kept, plus the best-mIoU one.
 - Text, JSON and TensorBoard logs; a fixed seed (recipe: random); dataloader workers sized from
   the machine's CPUs (recipe: 4, or 2 for the 8xb2 recipes).
+- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
+  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
 - On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_twins.py                                 # one GPU: --accumulate 16 keeps the total 32
@@ -43,7 +45,7 @@ BATCH_PER_GPU = 2                   # images per GPU per iteration; reference to
 MAX_ITERS = 160_000                 # optimizer steps (UPerNet recipes; the FPN ones train 80_000)
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 6e-5                           # AdamW (UPerNet recipes; the FPN ones use 1e-4)
-AMP = False                         # fp16 mixed precision (recipe: fp32)
+PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
 BACKBONE = 'pcpvt-s'                # 'pcpvt-s', 'pcpvt-b', 'pcpvt-l', 'svt-s', 'svt-b', 'svt-l'
 HEAD = 'uperhead'                   # 'uperhead' (UPerHead + aux FCN) or 'fpn' (FPN neck + FPNHead)

@@ -29,6 +29,8 @@ Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 8000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
 - Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
+- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
+  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
 - On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_vit_deit.py                              # one GPU: --accumulate 8 keeps the total 16
@@ -45,7 +47,7 @@ BATCH_PER_GPU = 2                   # images per GPU per iteration; reference to
 MAX_ITERS = 80_000                  # optimizer steps; warmup and PolyLR end follow
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 6e-5                           # AdamW, weight decay 0.01 (none on pos/cls/norms); 1500 warmup steps
-AMP = False                         # fp16 mixed precision (recipe: fp32)
+PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
 BACKBONE = 'deit-s'                 # 'deit-s', 'deit-b' or 'vit-b' (patch 16)
 PRETRAINED = 'auto'                 # 'auto': the BACKBONE's converted ImageNet file in pretrain/; or a path

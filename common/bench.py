@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-from common import complexity
+from common import cli, complexity
 
 RUN_FILE = 'bench_run.txt'      # written by bench.sh next to each run
 BENCH_FILE = 'bench.txt'        # written by bench.sh in the benchmark folder
@@ -31,7 +31,7 @@ BENCH_FILE = 'bench.txt'        # written by bench.sh in the benchmark folder
 # CSV columns, in order.
 FIELDS = ['model', 'variant', 'status', 'params_m', 'gflops', 'img_per_sec', 'sec_per_iter', 'data_time_share',
           'max_mem_mb', 'max_rss_mb', 'mIoU', 'iters_done', 'world_size', 'batch_per_gpu', 'total_batch',
-          'crop_size', 'amp', 'ref_mIoU', 'ref_mIoU_ms', 'ref_mem_gb', 'ref_fps', 'ref_total_batch', 'recipe',
+          'crop_size', 'precision', 'startup_s', 'ref_mIoU', 'ref_mIoU_ms', 'ref_mem_gb', 'ref_fps', 'ref_total_batch', 'recipe',
           'device', 'torch', 'mmcv', 'mmseg', 'wall_s', 'bench_s', 'exit_code', 'error', 'complexity_error',
           'work_dir']
 
@@ -75,15 +75,8 @@ def tail(path, count=6):
 
 
 def reference_for(module, variant):
-    """The script's REFERENCE when `variant` is its default (or it has no variants); a script may add
-    REFERENCES = {variant: dict(...)} for its other variants. {} when none applies."""
-    if module is None:
-        return {}
-    per_variant = getattr(module, 'REFERENCES', {}) or {}
-    if variant in per_variant:
-        return per_variant[variant]
-    default = getattr(module, 'BACKBONE', None)
-    return getattr(module, 'REFERENCE', {}) if variant in (None, default) else {}
+    """The reference numbers of `variant` of a script module (cli.reference_for); {} without one."""
+    return {} if module is None else cli.reference_for(vars(module), variant)
 
 
 def read_run(run_dir, root='.', flops_size=complexity.SIZE, cache=complexity.CACHE, with_complexity=True):
@@ -96,7 +89,7 @@ def read_run(run_dir, root='.', flops_size=complexity.SIZE, cache=complexity.CAC
         summary = {}
     script = info.get('script') or f'train_{summary.get("model", run_dir.name)}'
     try:
-        module = complexity.load_script(script, root)
+        module = cli.load_script(script, root)
     except Exception:  # a missing or broken script still gets its row
         module = None
     variant = summary.get('variant') or info.get('variant') or getattr(module, 'BACKBONE', None)
@@ -118,7 +111,7 @@ def read_run(run_dir, root='.', flops_size=complexity.SIZE, cache=complexity.CAC
                ref_fps=ref.get('fps'), ref_total_batch=ref.get('total_batch'),
                recipe=ref.get('config') or summary.get('recipe'))
     for key in ('img_per_sec', 'sec_per_iter', 'data_time_share', 'max_mem_mb', 'max_rss_mb', 'mIoU', 'iters_done',
-                'world_size', 'batch_per_gpu', 'total_batch', 'amp', 'device', 'torch', 'mmcv', 'mmseg', 'wall_s'):
+                'world_size', 'batch_per_gpu', 'total_batch', 'precision', 'startup_s', 'device', 'torch', 'mmcv', 'mmseg', 'wall_s'):
         row[key] = summary.get(key)
     if summary.get('crop_size'):
         row['crop_size'] = 'x'.join(str(v) for v in summary['crop_size'])
@@ -167,7 +160,7 @@ def markdown(rows, bench_info, flops_size, charts=()):
     if bench_info.get('date'):
         facts.append(f'run {bench_info["date"]}')
     for label, key in (('device', 'device'), ('iterations', 'iters_done'), ('GPUs per model', 'world_size'),
-                       ('crop', 'crop_size'), ('AMP', 'amp')):
+                       ('crop', 'crop_size'), ('precision', 'precision')):
         value = _shared(done, key)
         if value is not None:
             facts.append(f'{label}: {value}')

@@ -18,7 +18,6 @@ config>`: a changed model (or variant, or size) is measured again, an unchanged 
 import argparse
 import copy
 import hashlib
-import importlib.util
 import json
 import os
 import sys
@@ -28,18 +27,6 @@ from pathlib import Path
 
 CACHE = 'benchmarks/complexity_cache.json'
 SIZE = (512, 512)
-
-
-def load_script(name, root='.'):
-    """Import train_<x>.py (nothing runs at import)."""
-    name = name if name.startswith('train_') else f'train_{name}'
-    path = Path(root) / f'{name}.py'
-    if not path.is_file():
-        raise FileNotFoundError(f'no script {path}')
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _strip(node, keys=('pretrained', 'init_cfg')):
@@ -140,7 +127,8 @@ def _write(path, cache):
 def lookup(script, variant=None, size=SIZE, cache=CACHE, root='.'):
     """Complexity of train_<script>.py's `variant` at `size`: from the cache, else measured and
     stored. Returns dict(params, params_total, flops, ...); raises what building the model raises."""
-    module = load_script(script, root)
+    from common import cli
+    module = cli.load_script(script, root)
     script = module.__name__
     if variant is None:
         variant = getattr(module, 'BACKBONE', None)

@@ -190,10 +190,15 @@ def evaluate(cfg, s, reference):
     metric.dataset_meta = loader.dataset.metainfo
     mode = cfg['model'].get('test_cfg', {}).get('mode', 'whole') + (' + multi-scale/flip TTA' if s.tta else '')
     print(f'[{s.SCRIPT}] evaluating {s.eval_only} on {len(loader.dataset)} validation images ({mode}, '
-          f'{device()})', flush=True)
+          f'{device()}, {s.speed["precision"]})', flush=True)
 
+    from common import speed
+    precision = s.speed['precision']
+    if precision != 'fp32':
+        speed.keep_deformable_attention_fp32()
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(device(), enabled=precision != 'fp32',
+                                         dtype=None if precision == 'fp32' else speed.autocast_dtype(precision)):
         for batch in tqdm(loader, desc='evaluate', unit='img', dynamic_ncols=True):
             outputs = model.test_step(batch)
             metric.process(batch, [output.to_dict() for output in outputs])
@@ -209,7 +214,7 @@ def evaluate(cfg, s, reference):
     result = dict(checkpoint=str(s.eval_only), model=s.SCRIPT, variant=getattr(s, 'BACKBONE', None),
                   data_root=loader_cfg['dataset']['data_root'], mode=mode, tta=bool(s.tta), **summary,
                   images=len(loader.dataset), seconds=round(seconds, 2),
-                  sec_per_image=round(seconds / max(1, len(loader.dataset)), 4), device=device(),
+                  sec_per_image=round(seconds / max(1, len(loader.dataset)), 4), device=device(), precision=precision,
                   reference_mIoU=reference.get('mIoU_ms' if s.tta else 'mIoU'), recipe=reference.get('config'))
     write_eval(out, rows, result)
     print(markdown_table(rows, only_present=True))

@@ -9,7 +9,8 @@
   naming the iteration and each loss term; the last good checkpoint stays as it was.
 - ADE_TRAIN_FAULT injects faults at exact points so tests can prove the above with real processes:
   `sigkill@iter=3`, `sigkill@val=1`, `sigkill@save=2` (halfway through writing the 2nd checkpoint),
-  `enospc@save=2`, `nan@iter=3`, `sigterm@iter=3` (comma-separated). Never set it otherwise.
+  `enospc@save=2`, `nan@iter=3`, `sigterm@iter=3` (comma-separated); ADE_TRAIN_FAULT_RANK=1 limits
+  them to that rank. Never set them otherwise.
 """
 import errno
 import math
@@ -27,6 +28,9 @@ EXIT_DIVERGED = 3
 # ---------------------------------------------------------------- fault injection (tests only)
 
 def _faults():
+    only_rank = os.environ.get('ADE_TRAIN_FAULT_RANK')  # e.g. '1': one rank of a DDP run dies
+    if only_rank is not None and os.environ.get('RANK', '0') != only_rank:
+        return {}
     spec = os.environ.get('ADE_TRAIN_FAULT', '')
     faults = {}
     for item in filter(None, (part.strip() for part in spec.split(','))):

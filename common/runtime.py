@@ -20,6 +20,11 @@ from pathlib import Path
 from common import checks, pretrained, resilience, safe_load
 from common.errors import SetupError
 
+# Start-up time (summary.json `startup_s`) counts from the script's first import for the first run of
+# a process, and from run() for later ones (the tests run many scripts in one process).
+_LAUNCHED = time.time()
+_run_starts = []
+
 # ---------------------------------------------------------------- launcher and world
 
 def launcher_from_env(env=os.environ):
@@ -226,13 +231,15 @@ def _make_recorder():
 
         def __init__(self):
             self.times, self.data_times, self.metrics = [], [], {}
-            self.start_iter = 0
+            self.start_iter, self.startup_s = 0, None
 
         def before_train(self, runner):
             self.start_iter = runner.iter  # after a resume: the iteration it continues from
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             hub = runner.message_hub
+            if self.startup_s is None:  # launch to the end of the first iteration: imports, build, workers
+                self.startup_s = round(time.time() - _run_starts[-1], 2)
             self.times.append(float(hub.get_scalar('train/time').current()))
             self.data_times.append(float(hub.get_scalar('train/data_time').current()))
 
@@ -266,7 +273,8 @@ def summarize(runner, recorder, s, reference, status, wall_s, iters_done=None):
         reference_mIoU=reference.get('mIoU'), status=status,
         start_iter=recorder.start_iter, iters_done=runner.iter if iters_done is None else iters_done, max_iters=runner.max_iters, accumulate=s.ACCUMULATE,
         world_size=world, batch_per_gpu=s.BATCH_PER_GPU, total_batch=s.BATCH_PER_GPU * world * s.ACCUMULATE,
-        crop_size=list(s.CROP_SIZE), amp=bool(s.AMP),
+        crop_size=list(s.CROP_SIZE), amp=s.speed['precision'] != 'fp32', precision=s.speed['precision'],
+        speed=s.speed, startup_s=recorder.startup_s,
         mIoU=recorder.metrics.get('mIoU'), mAcc=recorder.metrics.get('mAcc'), aAcc=recorder.metrics.get('aAcc'),
         best_mIoU=float(best) if best is not None else None, best_iter=best_iter,
         sec_per_iter=round(sec_per_iter, 4) if sec_per_iter else None,
@@ -313,9 +321,15 @@ def save_predictions_picture(runner, path, count=4):
 def banner(s, reference, world):
     total = s.BATCH_PER_GPU * world * s.ACCUMULATE
     ref_total = reference.get('total_batch', 16)
-    lines = [f'[{s.SCRIPT}] recipe: {reference.get("config")} (reference mIoU {reference.get("mIoU")})',
+    recipe = (f'recipe: {reference["config"]} (reference mIoU {reference.get("mIoU")})' if reference.get('config')
+              else f'no reference numbers listed for BACKBONE={getattr(s, "BACKBONE", None)}')
+    lines = [f'[{s.SCRIPT}] {recipe}',
              f'[{s.SCRIPT}] total batch {total} = {s.BATCH_PER_GPU}/GPU x {world} GPU(s) x accumulate '
              f'{s.ACCUMULATE}; the reference trains with {ref_total}']
+    if getattr(s, 'speed', None):
+        from common import speed
+        lines.append(f'[{s.SCRIPT}] speed: {speed.describe(s.speed)} (PRECISION={s.PRECISION}, '
+                     f'CHANNELS_LAST={s.CHANNELS_LAST}; common/speed.py)')
     if total != ref_total and ref_total % (s.BATCH_PER_GPU * world) == 0:
         lines.append(f'[{s.SCRIPT}] to keep {ref_total} on {world} GPU(s): --accumulate '
                      f'{ref_total // (s.BATCH_PER_GPU * world)}')
@@ -414,14 +428,14 @@ def _prepare_runtime(cfg, s):
     cfg['launcher'] = launcher_from_env()
     cfg['env_cfg']['dist_cfg']['timeout'] = s.DIST_TIMEOUT_S
     os.environ.setdefault('TORCH_NCCL_ASYNC_ERROR_HANDLING', '1')  # a dead rank fails the others
+    from common import speed
+    speed.apply(cfg, s.speed)
+    speed.set_global_flags(s.speed)
+    if s.speed['precision'] != 'fp32':
+        speed.keep_deformable_attention_fp32()  # a no-op for models without it
     if not torch.cuda.is_available():
         cfg['env_cfg']['dist_cfg']['backend'] = 'gloo'
         sync_bn_to_bn(cfg)
-        if cfg['optim_wrapper']['type'] == 'AmpOptimWrapper':
-            # mmengine's fp16 loss scaling needs a GPU; a CPU run trains in fp32 (said in the log).
-            cfg['optim_wrapper']['type'] = 'OptimWrapper'
-            cfg['optim_wrapper'].pop('loss_scale', None)
-            print(f'[{s.SCRIPT}] AMP needs a GPU: this CPU run trains in fp32', flush=True)
         if cfg['launcher'] == 'pytorch':
             _start_cpu_process_group(cfg, s.DIST_TIMEOUT_S)
     resume_from, resume_iter = (None if s.no_resume else latest_checkpoint(cfg['work_dir'])), 0
@@ -435,7 +449,11 @@ def _prepare_runtime(cfg, s):
 
 
 def run(build_config, s, reference):
-    """Build the config, check, train, write summary.json. The whole life of `python train_x.py`."""
+    """Build the config, check, train, write summary.json. The whole life of `python train_x.py`.
+    `reference`: the script's REFERENCE; the numbers of the variant being trained (s.reference, from
+    cli.parse) take its place."""
+    _run_starts.append(time.time() if _run_starts else _LAUNCHED)
+    reference = getattr(s, 'reference', reference)
     try:
         _run(build_config, s, reference)
     except SetupError as err:
@@ -448,6 +466,8 @@ def run(build_config, s, reference):
 def _run(build_config, s, reference):
     safe_load.install(trust=s.trust_checkpoint)
     cfg = build_config(s)
+    from common import speed
+    s.speed = speed.plan(s)  # precision, channels_last...: printed in the banner, kept in summary.json
     if s.dump_config:
         print(f'wrote {dump_config(cfg, s.dump_config)}')
         return
@@ -477,9 +497,9 @@ def _run(build_config, s, reference):
             print(f'[{s.SCRIPT}] resuming from {resume_from}', flush=True)
 
     from mmengine.config import Config
-    from mmengine.runner import Runner
+    from common import speed
     resilience.install_atomic_writes()
-    runner = Runner.from_cfg(Config(cfg))
+    runner = speed.runner_class(s.speed).from_cfg(Config(cfg))
     recorder = _make_recorder()
     runner.register_hook(recorder)
     runner.register_hook(resilience.make_guard_hook(s.ON_NONFINITE_LOSS))

@@ -7,8 +7,9 @@ evaluation interval are all stretched by it: the LR curve per image seen stays t
 
 
 def steps(s):
-    """The step-count arguments every schedule takes, from a script's settings."""
-    return dict(max_iters=s.MAX_ITERS, val_interval=s.VAL_INTERVAL, amp=s.AMP, accumulate=s.ACCUMULATE)
+    """The step-count arguments every schedule takes, from a script's settings. (The precision a run
+    trains in is not the recipe's business: common.speed sets the wrapper at run time.)"""
+    return dict(max_iters=s.MAX_ITERS, val_interval=s.VAL_INTERVAL, accumulate=s.ACCUMULATE)
 
 
 def _optim_wrapper(optimizer, amp, accumulate, clip_grad=None, paramwise_cfg=None, constructor=None):

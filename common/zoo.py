@@ -8,7 +8,6 @@ what a model needs is read from its config: scoped types (mmdet., mmpretrain.), 
 compiled mmcv ops, and pretrained files that must be converted first.
 """
 import argparse
-import importlib.util
 import re
 from pathlib import Path
 
@@ -19,13 +18,6 @@ MARK, END = '<!-- SCRIPTS-TABLE -->', '<!-- SCRIPTS-TABLE-END -->'
 # Config types whose forward pass reaches a compiled (or mmcv.ops) kernel.
 OPS = {'PSAHead': 'mmcv PSAMask op', 'mmdet.MSDeformAttnPixelDecoder': 'mmcv MultiScaleDeformableAttention (CUDA)',
        'mmdet.FocalLoss': 'mmcv sigmoid_focal_loss (CUDA)', 'PointHead': 'mmcv.ops point_sample'}
-
-
-def load(path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def needs(cfg):
@@ -40,7 +32,7 @@ def needs(cfg):
 
 def rows():
     for path in sorted(ROOT.glob('train_*.py')):
-        module = load(path)
+        module = cli.load_script(path)
         ref = module.REFERENCE
         cfg = module.build_config(cli.parse(vars(module), []))
         title = module.__doc__.strip().splitlines()[0].split(' on ADE20K')[0].rstrip('.:, ')

@@ -1,5 +1,4 @@
 """Shared fixtures: a tiny ADE20K-layout dataset made once per session, and script loading."""
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -16,10 +15,8 @@ TINY = ['--crop-size', '64', '--batch-per-gpu', '2', '--num-workers', '0', '--lo
 
 def load_script(name):
     """Import train_<x>.py as a module (nothing runs at import)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from common.cli import load_script as load
+    return load(name, ROOT)
 
 
 @pytest.fixture(scope='session')

@@ -17,7 +17,7 @@ def test_every_setting_is_a_flag_with_its_comment_as_help(capsys):
         cli.parse(vars(module), ['--help'])
     out = capsys.readouterr().out
     for flag in ('--data-root', '--work-dir', '--crop-size', '--batch-per-gpu', '--max-iters', '--val-interval',
-                 '--lr', '--amp', '--no-amp', '--seed', '--backbone', '--pretrained', '--accumulate',
+                 '--lr', '--precision', '--channels-last', '--tf32', '--no-tf32', '--compile', '--seed', '--backbone', '--pretrained', '--accumulate',
                  '--dump-config', '--load-from', '--no-pretrained', '--demo'):
         assert flag in out
     assert 'optimizer steps; the PolyLR end follows' in out
@@ -79,3 +79,13 @@ def test_banner_offers_accumulation_to_keep_the_reference_batch():
     module, s = parse([])
     text = runtime.banner(s, module.REFERENCE, world=1)
     assert 'total batch 2 = 2/GPU x 1 GPU(s) x accumulate 1' in text and '--accumulate 8' in text
+
+
+def test_a_variant_shows_only_the_reference_numbers_that_are_its_own():
+    module, default = parse([])
+    assert default.reference == module.REFERENCE
+    _, b2 = parse(['--backbone', 'mit-b2'])
+    assert b2.reference == {'total_batch': 16}  # not B0's 37.41 mIoU, memory and fps
+    text = runtime.banner(b2, b2.reference, world=1)
+    assert 'no reference numbers listed for BACKBONE=mit-b2' in text and '37.41' not in text
+    assert '--accumulate 8' in text

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,14 @@ SCRIPT = 'train_segformer.py'  # small (3.7M parameters): checkpoints write fast
 MAX_ITERS = 6
 
 
-def train(work, data, fault=None, extra=(), timeout=600, launcher=(sys.executable,)):
+def train(work, data, fault=None, extra=(), timeout=600, launcher=(sys.executable,), fault_rank=None):
     env = dict(os.environ)
     env.pop('ADE_TRAIN_FAULT', None)
+    env.pop('ADE_TRAIN_FAULT_RANK', None)
     if fault:
         env['ADE_TRAIN_FAULT'] = fault
+    if fault_rank is not None:
+        env['ADE_TRAIN_FAULT_RANK'] = str(fault_rank)
     cmd = [*launcher, SCRIPT, '--data-root', data, '--work-dir', str(work), *TINY,
            '--max-iters', str(MAX_ITERS), '--val-interval', '2', *extra]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
@@ -152,12 +156,14 @@ def test_bad_samples_can_be_skipped_and_are_counted(tmp_path):
     assert 'skipping 1 of 8 train samples' in proc.stdout + proc.stderr
 
 
+TORCHRUN = (sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2')
+
+
 def test_two_process_ddp_trains_evaluates_resumes_like_one_process(tiny_data, tmp_path, unbroken):
     """torchrun, 2 CPU processes (gloo), 1 image each: the same total batch as one process with 2."""
-    torchrun = (sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2')
-    first = train(tmp_path, tiny_data, 'sigterm@iter=3', extra=('--batch-per-gpu', '1'), launcher=torchrun)
+    first = train(tmp_path, tiny_data, 'sigterm@iter=3', extra=('--batch-per-gpu', '1'), launcher=TORCHRUN)
     assert first.returncode != 0 and (tmp_path / 'iter_3.pth').is_file(), first.stderr[-3000:]
-    proc = train(tmp_path, tiny_data, extra=('--batch-per-gpu', '1'), launcher=torchrun)
+    proc = train(tmp_path, tiny_data, extra=('--batch-per-gpu', '1'), launcher=TORCHRUN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state, single = summary(tmp_path), summary(unbroken)
     assert state['world_size'] == 2 and state['total_batch'] == single['total_batch'] == 2
@@ -171,3 +177,16 @@ def test_two_process_ddp_trains_evaluates_resumes_like_one_process(tiny_data, tm
     assert logged(tmp_path, 'lr')[MAX_ITERS] == pytest.approx(logged(unbroken, 'lr')[MAX_ITERS])
     # Only rank 0 writes: one log per launch, one summary, no per-rank files.
     assert len(list(tmp_path.glob('*/*.log'))) == 2
+
+
+def test_a_dead_rank_takes_the_other_down_at_once(tiny_data, tmp_path):
+    """Rank 1 is SIGKILLed at iteration 3: rank 0 fails at its next collective (no 30-minute wait),
+    says why in summary.json, and torchrun names the rank that died first."""
+    start = time.time()
+    proc = train(tmp_path, tiny_data, 'sigkill@iter=3', fault_rank=1, launcher=TORCHRUN,
+                 extra=('--batch-per-gpu', '1', '--max-iters', '50', '--val-interval', '25'))
+    assert proc.returncode != 0
+    assert time.time() - start < 120, 'the surviving rank must not wait for a timeout'
+    assert 'local_rank: 1' in proc.stderr and 'Signal 9 (SIGKILL)' in proc.stderr, proc.stderr[-3000:]
+    state = summary(tmp_path)
+    assert state['status'].startswith('failed') and state['iters_done'] < 50, state['status']

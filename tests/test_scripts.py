@@ -21,7 +21,7 @@ def test_imports_without_side_effects(name):
     assert callable(module.build_config) and callable(module.main)
     assert module.REFERENCE['config'].endswith('.py')
     for setting in ('DATA_ROOT', 'WORK_DIR', 'CROP_SIZE', 'BATCH_PER_GPU', 'MAX_ITERS', 'VAL_INTERVAL', 'LR',
-                    'AMP', 'SEED'):
+                    'PRECISION', 'SEED'):
         assert hasattr(module, setting), f'{name} lacks the core setting {setting}'
     assert module.BATCH_PER_GPU == 2 and module.VAL_INTERVAL == 4000 and tuple(module.CROP_SIZE) == (512, 512)
 

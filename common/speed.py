@@ -1,0 +1,229 @@
+"""Speed levers: how a run uses the machine, chosen at start from the settings and the device.
+
+The scripts' configs are the recipes (what `--dump-config` writes and the recipe tests compare);
+`apply()` then adapts a run to the machine without changing what is learned:
+
+    PRECISION       'auto': bf16 autocast on a GPU with bf16 (Ampere and newer), fp16 with loss
+                    scaling on older GPUs, fp32 on a CPU; or 'bf16', 'fp16', 'fp32' to force one.
+                    bf16 has fp32's exponent range, so it needs no loss scaling; training and
+                    evaluation both run under it. Ops without a bf16 kernel (mmcv's deformable
+                    attention, Mask2Former's pixel decoder) run in fp32 inside it.
+    CHANNELS_LAST   'auto': NHWC weights and activations on a GPU (tensor cores want them).
+    TF32            TF32 matmuls and convolutions for what still runs in fp32 (GPU).
+    FUSED_OPTIMIZER one fused kernel for the SGD/AdamW step instead of one per tensor (GPU).
+    COMPILE         torch.compile the backbone and neck (in place: checkpoint keys unchanged); off until
+                    measured. mmengine's own `compile` (the whole train step) fails in dynamo on
+                    mmengine 0.10.7's optimizer wrapper with torch 2.13.
+    NUM_WORKERS     -1: workers sized from the CPUs per GPU process (common.ade20k), pinned memory
+                    and a deeper prefetch on a GPU.
+
+cuDNN autotuning (`cudnn_benchmark`) is on in every run (common.runtime.defaults). What a run
+used is printed at start and written to summary.json (`speed`).
+"""
+import functools
+from contextlib import ExitStack, contextmanager
+
+import torch
+from mmengine.optim import OptimWrapper
+from mmengine.registry import LOOPS, OPTIM_WRAPPERS
+from mmengine.runner import Runner, ValLoop, TestLoop
+
+PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
+DTYPE_NAMES = {'bf16': 'bfloat16', 'fp16': 'float16'}  # as mmengine's configs name torch dtypes
+_FUSABLE = {'SGD', 'Adam', 'AdamW'}
+
+
+# ---------------------------------------------------------------- choosing
+
+def resolve_precision(requested, cuda=None, bf16_supported=None):
+    """The precision a run uses: `requested`, or for 'auto' the fastest safe one for the device."""
+    from common.errors import SetupError
+    if requested not in PRECISIONS:
+        raise SetupError(f'PRECISION {requested!r} is not one of {", ".join(PRECISIONS)}',
+                         'use --precision auto (bf16 on a GPU, fp32 on a CPU), bf16, fp16 or fp32')
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if requested == 'fp16' and not cuda:
+        raise SetupError('PRECISION fp16 needs a GPU (its loss scaler is CUDA-only)',
+                         'use --precision bf16 or fp32 on a CPU')
+    if requested != 'auto':
+        return requested
+    if not cuda:
+        return 'fp32'
+    bf16_supported = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
+    return 'bf16' if bf16_supported else 'fp16'
+
+
+_ON, _OFF = {'on', 'true', 'yes', '1'}, {'off', 'false', 'no', '0'}
+
+
+def resolve_channels_last(requested, cuda=None):
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    value = str(requested).lower()
+    if value == 'auto':
+        return cuda
+    if value in _ON | _OFF:
+        return value in _ON
+    from common.errors import SetupError
+    raise SetupError(f'CHANNELS_LAST {requested!r} is not auto, on or off', 'use --channels-last auto, on or off')
+
+
+def plan(s, cuda=None, bf16_supported=None):
+    """What this run will use, from the settings: a dict printed in the banner and kept in summary.json."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    return dict(precision=resolve_precision(s.PRECISION, cuda, bf16_supported),
+                channels_last=resolve_channels_last(s.CHANNELS_LAST, cuda),
+                tf32=bool(s.TF32 and cuda), fused_optimizer=bool(s.FUSED_OPTIMIZER and cuda),
+                compile=bool(s.COMPILE), cudnn_benchmark=True)
+
+
+def describe(speed):
+    on = [name for name in ('channels_last', 'tf32', 'fused_optimizer', 'compile', 'cudnn_benchmark') if speed[name]]
+    return f'{speed["precision"]}' + (f' + {", ".join(on)}' if on else '')
+
+
+# ---------------------------------------------------------------- applying
+
+def apply(cfg, speed, cuda=None):
+    """Rewrite a run's config for `speed` (from plan()). Returns cfg."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    precision = speed['precision']
+    wrapper = cfg['optim_wrapper']
+    for key in ('loss_scale', 'dtype'):
+        wrapper.pop(key, None)
+    if precision == 'fp32':
+        wrapper['type'] = 'OptimWrapper'
+    elif precision == 'fp16':
+        wrapper.update(type='AmpOptimWrapper', dtype=DTYPE_NAMES['fp16'], loss_scale='dynamic')
+    else:
+        wrapper.update(type='AutocastOptimWrapper', dtype=DTYPE_NAMES[precision])
+    if precision != 'fp32':
+        for loop in ('val_cfg', 'test_cfg'):
+            base = cfg[loop].get('type', 'ValLoop' if loop == 'val_cfg' else 'TestLoop')
+            cfg[loop] = dict(type=f'Autocast{base}', dtype=DTYPE_NAMES[precision])
+        # So a config written from this run (work_dir/<time>/vis_data/config.py) builds elsewhere too.
+        imports = cfg.setdefault('custom_imports', dict(imports=[], allow_failed_imports=False))
+        if 'common.speed' not in imports['imports']:
+            imports['imports'].append('common.speed')
+    if speed['fused_optimizer'] and cuda and wrapper.get('optimizer', {}).get('type') in _FUSABLE:
+        wrapper['optimizer']['fused'] = True
+    if cuda:
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+            cfg[loader]['pin_memory'] = True
+            if cfg[loader].get('num_workers', 0) > 0:
+                cfg[loader]['prefetch_factor'] = 4
+    return cfg
+
+
+def set_global_flags(speed):
+    """Process-wide switches (TF32) that a config cannot carry."""
+    if speed['tf32']:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision('high')
+
+
+def autocast_dtype(precision):
+    """The torch dtype autocast runs in for 'bf16' or 'fp16'."""
+    return getattr(torch, DTYPE_NAMES[precision])
+
+
+def _device_type(model):
+    return next(model.parameters()).device.type
+
+
+@OPTIM_WRAPPERS.register_module()
+class AutocastOptimWrapper(OptimWrapper):
+    """Mixed precision without loss scaling: the forward and loss run under torch.autocast on the
+    model's device (CPU or GPU). For bf16, whose range is fp32's; mmengine's AmpOptimWrapper adds
+    a GPU-only loss scaler that bf16 does not need."""
+
+    def __init__(self, dtype='bfloat16', **kwargs):
+        super().__init__(**kwargs)
+        self.dtype = getattr(torch, dtype)
+
+    @contextmanager
+    def optim_context(self, model):
+        with super().optim_context(model), torch.autocast(_device_type(model), dtype=self.dtype):
+            yield
+
+
+class _AutocastLoopMixin:
+    def __init__(self, runner, dataloader, evaluator, dtype='bfloat16'):
+        super().__init__(runner, dataloader, evaluator, fp16=False)
+        self.dtype = getattr(torch, dtype)
+
+    def run_iter(self, idx, data_batch):
+        with torch.autocast(_device_type(self.runner.model), dtype=self.dtype):
+            super().run_iter(idx, data_batch)
+
+
+@LOOPS.register_module()
+class AutocastValLoop(_AutocastLoopMixin, ValLoop):
+    """Validation under autocast in the run's dtype (mmengine's `fp16=True` knows only float16)."""
+
+
+@LOOPS.register_module()
+class AutocastTestLoop(_AutocastLoopMixin, TestLoop):
+    """Testing under autocast in the run's dtype."""
+
+
+# ---------------------------------------------------------------- ops without low-precision kernels
+
+def in_fp32(forward):
+    """Run `forward` in fp32 inside an autocast region: floating tensor arguments are cast up and
+    autocast is off within. For ops whose kernels have no bf16 version."""
+    @functools.wraps(forward)
+    def wrapper(*args, **kwargs):
+        active = [device for device in ('cuda', 'cpu') if torch.is_autocast_enabled(device)]
+        if not active:
+            return forward(*args, **kwargs)
+        up = _to_fp32
+        with ExitStack() as stack:
+            for device in active:
+                stack.enter_context(torch.autocast(device, enabled=False))
+            return forward(*[up(a) for a in args], **{k: up(v) for k, v in kwargs.items()})
+    wrapper.runs_in_fp32 = True
+    return wrapper
+
+
+def _to_fp32(value):
+    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float32:
+        return value.float()
+    return value
+
+
+def keep_deformable_attention_fp32():
+    """mmcv's MultiScaleDeformableAttention CUDA kernel has float and half versions only: under
+    bf16 autocast it would fail (or mix dtypes), so the whole module runs in fp32. It is a small
+    part of Mask2Former's pixel decoder."""
+    from mmcv.ops import MultiScaleDeformableAttention
+    if not getattr(MultiScaleDeformableAttention.forward, 'runs_in_fp32', False):
+        MultiScaleDeformableAttention.forward = in_fp32(MultiScaleDeformableAttention.forward)
+
+
+# ---------------------------------------------------------------- the runner
+
+COMPILED_PARTS = ('backbone', 'neck')  # called as modules, tensors in and out: what dynamo takes whole
+
+
+class FastRunner(Runner):
+    """mmengine's Runner, converting the model to channels_last and compiling its backbone and neck
+    before it is wrapped for DDP (so DDP's gradient buckets match the parameters' layout)."""
+    channels_last = False
+    compile_parts = False
+
+    def wrap_model(self, model_wrapper_cfg, model):
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.compile_parts:
+            for name in COMPILED_PARTS:
+                part = getattr(model, name, None)
+                if isinstance(part, torch.nn.Module):
+                    part.compile()  # in place: state_dict keys stay as they are
+        return super().wrap_model(model_wrapper_cfg, model)
+
+
+def runner_class(speed):
+    return type('FastRunner', (FastRunner,), dict(channels_last=speed['channels_last'],
+                                                  compile_parts=speed['compile']))
+
