@@ -2,6 +2,7 @@
 the scripts themselves train for a few iterations on the tiny dataset."""
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,11 @@ ONNX_SCRIPTS = ['train_fcn', 'train_pspnet', 'train_deeplabv3plus', 'train_upern
 ITERS = 2
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='module')
 def trained(tiny_data, tmp_path_factory):
-    """trained(name) -> (module, work dir, flags, checkpoint): each script trains once per session,
-    ITERS iterations with an evaluation at the end, so summary.json holds its evaluation."""
+    """trained(name) -> (module, work dir, flags, checkpoint): each script trains once per module,
+    ITERS iterations with an evaluation at the end, so summary.json holds its evaluation. Its
+    checkpoints (a few hundred MB each) are deleted when the module ends: CI's disk is not ours."""
     runs = {}
 
     def train(name):
@@ -27,9 +29,13 @@ def trained(tiny_data, tmp_path_factory):
             flags = ['--data-root', tiny_data, '--work-dir', str(work), *TINY,
                      *getattr(module, 'SMOKE_TEST_FLAGS', [])]
             module.main(flags + ['--max-iters', str(ITERS), '--val-interval', str(ITERS)])
+            for copy in work.glob('best_*.pth'):  # the same weights as iter_{ITERS}.pth, which the tests use
+                copy.unlink()
             runs[name] = (module, work, flags, str(work / f'iter_{ITERS}.pth'))
         return runs[name]
-    return train
+    yield train
+    for _, work, _, _ in runs.values():
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _annotations(tiny_data):
