@@ -49,6 +49,7 @@ HEADS = {  # HEAD -> its 80k recipe and README single-scale / multi-scale + flip
     'aspp': dict(config='fastfcn/fastfcn_r50-d32_jpu_aspp_4xb4-80k_ade20k-512x512.py', mIoU=41.88, mIoU_ms=42.91),
     'enc': dict(config='fastfcn/fastfcn_r50-d32_jpu_enc_4xb4-80k_ade20k-512x512.py', mIoU=40.88, mIoU_ms=42.36),
 }
+REFERENCES = HEADS  # each HEAD's recipe numbers (cli.reference_for)
 
 
 def decode_head(head, norm_cfg):

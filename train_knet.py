@@ -40,7 +40,7 @@ CROP_SIZE = (512, 512)              # training crop, pixels (H, W); resize scale
 BATCH_PER_GPU = 2                   # images per GPU per iteration; reference total 16 (8 x 2)
 MAX_ITERS = 80_000                  # optimizer steps; the two 10x LR drops (at LR_DROPS of it) follow
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
-LR = None                           # AdamW peak LR; None: the BACKBONE's recipe (r50 1e-4, swin-l 6e-5)
+LR: float | None = None             # AdamW peak LR; None: the BACKBONE's recipe (r50 1e-4, swin-l 6e-5)
 WARMUP_ITERS = 1_000                # linear warmup from 0.001 x LR, steps (recipe)
 PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
@@ -50,6 +50,10 @@ NUM_KERNEL_UPDATES = 3              # kernel-update stages (the "S3" of the reci
 
 REFERENCE = dict(config='knet/knet-s3_r50-d8_upernet_8xb2-adamw-80k_ade20k-512x512.py', mIoU=43.45, mIoU_ms=44.07,
                  mem_gb=7.34, fps=17.11, total_batch=16)
+REFERENCES = {  # the variants' own recipes (cli.reference_for)
+    'swin-l': dict(config='knet/knet-s3_swin-l_upernet_8xb2-adamw-80k_ade20k-640x640.py', mIoU=52.21, mIoU_ms=53.34,
+                   mem_gb=13.54, fps=8.29, crop_size=(640, 640)),
+}
 LR_DROPS = [0.75, 0.9]              # fractions of MAX_ITERS where the LR drops 10x (recipe: 60k and 72k of 80k)
 BACKBONES = {
     'r50': dict(channels=[256, 512, 1024, 2048], lr=1e-4, pretrained=models.RESNET_V1C['r50']['pretrained']),
@@ -103,7 +107,7 @@ def pipelines(crop_size, resize_long_edge):
 
 def build_config(s):
     variant = cli.choose('BACKBONE', s.BACKBONE, BACKBONES)
-    lr = variant['lr'] if s.LR is None else float(s.LR)
+    lr = variant['lr'] if s.LR is None else s.LR
     norm_cfg = dict(type='SyncBN', requires_grad=True)
     num_classes = ade20k.NUM_CLASSES
     kernel_update_head = dict(

@@ -44,6 +44,16 @@ NUM_QUERIES = 100                   # mask queries
 
 REFERENCE = dict(config='mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py', mIoU=47.87, mIoU_ms=None,
                  mem_gb=3.31, fps=26.59, total_batch=16)
+REFERENCES = {  # the variants' own recipes (cli.reference_for); none reports multi-scale
+    'r101': dict(config='mask2former/mask2former_r101_8xb2-160k_ade20k-512x512.py', mIoU=48.60, mIoU_ms=None),
+    'swin-t': dict(config='mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py', mIoU=48.66, mIoU_ms=None,
+                   fps=23.82),
+    'swin-s': dict(config='mask2former/mask2former_swin-s_8xb2-160k_ade20k-512x512.py', mIoU=51.24, mIoU_ms=None),
+    'swin-b': dict(config='mask2former/mask2former_swin-b-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py',
+                   mIoU=53.90, mIoU_ms=None, crop_size=(640, 640)),
+    'swin-l': dict(config='mask2former/mask2former_swin-l-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py',
+                   mIoU=56.01, mIoU_ms=None, mem_gb=8.86, fps=8.81, crop_size=(640, 640)),
+}
 _SWIN = dict(pretrain_img_size=224, embed_dims=96, num_heads=[3, 6, 12, 24], window_size=7)
 _SWIN_384 = dict(pretrain_img_size=384, embed_dims=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32],
                  window_size=12)

@@ -40,7 +40,7 @@ CROP_SIZE = (512, 512)              # training crop, pixels (H, W); resize scale
 BATCH_PER_GPU = 2                   # images per GPU per iteration; reference total 16 (8 x 2)
 MAX_ITERS = 160_000                 # optimizer steps; warmup (Swin) and PolyLR end follow
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
-LR = None                           # AdamW peak LR; None: the BACKBONE's recipe (ResNet 1e-4, Swin 6e-5)
+LR: float | None = None             # AdamW peak LR; None: the BACKBONE's recipe (ResNet 1e-4, Swin 6e-5)
 PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
 BACKBONE = 'r50'                    # 'r50', 'r101', 'swin-t', 'swin-s'
@@ -49,6 +49,13 @@ NUM_QUERIES = 100                   # mask queries
 
 REFERENCE = dict(config='maskformer/maskformer_r50-d32_8xb2-160k_ade20k-512x512.py', mIoU=44.29, mIoU_ms=None,
                  mem_gb=3.29, fps=42.20, total_batch=16)
+REFERENCES = {  # the variants' own recipes (cli.reference_for); none reports multi-scale
+    'r101': dict(config='maskformer/maskformer_r101-d32_8xb2-160k_ade20k-512x512.py', mIoU=45.11, mIoU_ms=None),
+    'swin-t': dict(config='maskformer/maskformer_swin-t_upernet_8xb2-160k_ade20k-512x512.py', mIoU=46.69,
+                   mIoU_ms=None),
+    'swin-s': dict(config='maskformer/maskformer_swin-s_upernet_8xb2-160k_ade20k-512x512.py', mIoU=49.36,
+                   mIoU_ms=None),
+}
 # Optimizer and schedule of each recipe family: the R-50 file, and the swin-t/swin-s files.
 _RESNET_OPTIM = dict(lr=1e-4, weight_decay=1e-4, warmup_iters=0, power=0.9)
 _SWIN_OPTIM = dict(lr=6e-5, weight_decay=0.01, warmup_iters=1500, power=1.0)
@@ -95,7 +102,7 @@ def build_config(s):
     variant = cli.choose('BACKBONE', s.BACKBONE, BACKBONES)
     init_cfg = runtime.pretrained_init(pretrained.resolve(s.PRETRAINED, variant['pretrained']))
     optim = variant['optim']
-    lr = optim['lr'] if s.LR is None else float(s.LR)
+    lr = optim['lr'] if s.LR is None else s.LR
     in_channels = [256, 512, 1024, 2048] if 'depth' in variant else [96, 192, 384, 768]
     num_classes = ade20k.NUM_CLASSES
     attn = dict(embed_dims=256, num_heads=8, attn_drop=0.1, proj_drop=0.1, dropout_layer=None, batch_first=True)

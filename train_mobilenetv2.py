@@ -52,6 +52,7 @@ HEADS = {  # HEAD -> its recipe and README single-scale mIoU
     'pspnet': dict(config='mobilenet_v2/mobilenet-v2-d8_pspnet_4xb4-160k_ade20k-512x512.py', mIoU=29.68),
     'fcn': dict(config='mobilenet_v2/mobilenet-v2-d8_fcn_4xb4-160k_ade20k-512x512.py', mIoU=19.71),
 }
+REFERENCES = HEADS  # each HEAD's recipe numbers (cli.reference_for)
 _PRETRAINED_FILE = 'mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth'  # mmcls://mobilenet_v2
 # Output channels of MobileNetV2 at out_indices (1, 2, 4, 6): strides 4, 8, 8, 8 with the dilations below.
 _STAGE_CHANNELS = (24, 32, 96, 320)

@@ -41,6 +41,10 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='point_rend/pointrend_r50_4xb4-160k_ade20k-512x512.py', mIoU=37.64, mIoU_ms=39.17,
                  mem_gb=5.1, fps=17.31, total_batch=16)
+REFERENCES = {  # the variants' own recipes (cli.reference_for)
+    'r101': dict(config='point_rend/pointrend_r101_4xb4-160k_ade20k-512x512.py', mIoU=40.02, mIoU_ms=41.60,
+                 mem_gb=6.1, fps=15.50),
+}
 BACKBONES = {'r50': models.RESNET_V1C['r50'], 'r101': models.RESNET_V1C['r101']}
 
 

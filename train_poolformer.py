@@ -53,6 +53,12 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='poolformer/fpn_poolformer_s12_8xb4-40k_ade20k-512x512.py', mIoU=36.68, mIoU_ms=None,
                  mem_gb=4.17, fps=23.48, total_batch=32)
+REFERENCES = {  # the variants' own recipes (cli.reference_for); m36: not in our reference notes
+    's24': dict(config='poolformer/fpn_poolformer_s24_8xb4-40k_ade20k-512x512.py', mIoU=40.12, mIoU_ms=None),
+    's36': dict(config='poolformer/fpn_poolformer_s36_8x4_512x512_40k_ade20k.py', mIoU=41.61, mIoU_ms=None),
+    'm48': dict(config='poolformer/fpn_poolformer_m48_8xb4-40k_ade20k-512x512.py', mIoU=42.43, mIoU_ms=None,
+                mem_gb=10.48, fps=6.69),
+}
 DEVIATIONS = ['dataset']  # no RepeatDataset wrapper (see the docstring)
 _S = [64, 128, 320, 512]            # stage widths of the S models; the M models are wider
 _M = [96, 192, 384, 768]

@@ -50,6 +50,7 @@ HEADS = {  # HEAD -> its recipe and README single-scale / multi-scale + flip mIo
     'fcn': dict(config='resnest/resnest_s101-d8_fcn_4xb4-160k_ade20k-512x512.py', mIoU=45.62, mIoU_ms=46.16),
     'pspnet': dict(config='resnest/resnest_s101-d8_pspnet_4xb4-160k_ade20k-512x512.py', mIoU=45.44, mIoU_ms=46.28),
 }
+REFERENCES = HEADS  # each HEAD's recipe numbers (cli.reference_for)
 _PRETRAINED_FILE = 'resnest101_d2-f3b931b2.pth'  # open-mmlab://resnest101
 
 

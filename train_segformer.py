@@ -35,6 +35,9 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py', mIoU=37.41, mIoU_ms=38.34,
                  mem_gb=2.1, fps=51.32, total_batch=16)
+REFERENCES = {  # the variants' own recipes (cli.reference_for); B1-B4: not in our reference notes
+    'mit-b5': dict(config='segformer/segformer_mit-b5_8xb2-160k_ade20k-512x512.py', mIoU=49.13, mIoU_ms=50.22),
+}
 # MiT widths and depths (mmseg _base_/models/segformer_mit-b0.py and the b1..b5 recipes).
 _B1_B5 = dict(embed_dims=64, head_channels=[64, 128, 320, 512])
 BACKBONES = {

@@ -46,6 +46,12 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py', mIoU=39.99, mIoU_ms=40.83,
                  mem_gb=1.21, fps=27.98, total_batch=8)
+REFERENCES = {  # the variants' own recipes (cli.reference_for); all 8 x 1 image, as the default
+    'vit-s': dict(config='segmenter/segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py', mIoU=46.19, mIoU_ms=47.85),
+    'vit-b': dict(config='segmenter/segmenter_vit-b_mask_8xb1-160k_ade20k-512x512.py', mIoU=49.60, mIoU_ms=51.07),
+    'vit-l': dict(config='segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512.py', mIoU=52.16, mIoU_ms=53.65,
+                  mem_gb=16.56, fps=2.62, crop_size=(640, 640)),
+}
 # ViT widths (configs/segmenter/*.py); the decoder has the backbone's width and heads.
 BACKBONES = {
     'vit-t': dict(embed_dims=192, num_layers=12, num_heads=3, pretrained='vit_tiny_p16_384_20220308-cce8c795.pth'),

@@ -42,6 +42,12 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='segnext/segnext_mscan-t_1xb16-adamw-160k_ade20k-512x512.py', mIoU=41.50, mIoU_ms=42.59,
                  mem_gb=17.88, fps=52.38, total_batch=16)
+REFERENCES = {  # the variants' own recipes (cli.reference_for); all 1 GPU x 16, as the default
+    'mscan-s': dict(config='segnext/segnext_mscan-s_1xb16-adamw-160k_ade20k-512x512.py', mIoU=44.16, mIoU_ms=45.81),
+    'mscan-b': dict(config='segnext/segnext_mscan-b_1xb16-adamw-160k_ade20k-512x512.py', mIoU=48.03, mIoU_ms=49.68),
+    'mscan-l': dict(config='segnext/segnext_mscan-l_1xb16-adamw-160k_ade20k-512x512.py', mIoU=50.99, mIoU_ms=52.10,
+                    mem_gb=43.32, fps=22.91),
+}
 # MSCAN widths, depths, stochastic depth, and the LightHamHead width (ham_channels = channels).
 _WIDE = [64, 128, 320, 512]
 BACKBONES = {

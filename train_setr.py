@@ -55,6 +55,11 @@ EMBED_DIMS = 1024                   # ViT-L width (recipe); a smaller multiple o
 
 REFERENCE = dict(config='setr/setr_vit-l_naive_8xb2-160k_ade20k-512x512.py', mIoU=48.28, mIoU_ms=49.56,
                  mem_gb=18.40, fps=4.72, total_batch=16)
+REFERENCES = {  # the HEADs' own recipes (cli.reference_for)
+    'pup': dict(config='setr/setr_vit-l_pup_8xb2-160k_ade20k-512x512.py', mIoU=48.24, mIoU_ms=49.99,
+                mem_gb=19.54, fps=4.50),
+    'mla': dict(config='setr/setr_vit-l_mla_8xb2-160k_ade20k-512x512.py', mIoU=47.39, mIoU_ms=49.37),
+}
 _PRETRAINED_FILE = 'jx_vit_large_p16_384-b3be5167_mmseg.pth'  # made by common.convert_vit
 VIT_L = dict(embed_dims=1024, num_layers=24, num_heads=16)
 HEADS = {

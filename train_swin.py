@@ -45,6 +45,15 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', mIoU=44.41,
                  mIoU_ms=45.79, mem_gb=5.02, fps=21.06, total_batch=16)
+REFERENCES = {  # the variants' own recipes (cli.reference_for)
+    'swin-s': dict(config='swin/swin-small-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+                   mIoU=47.72, mIoU_ms=49.24),
+    'swin-b': dict(config='swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+                   mIoU=47.99, mIoU_ms=49.57),
+    'swin-b-384-in22k': dict(
+        config='swin/swin-base-patch4-window12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py',
+        mIoU=50.76, mIoU_ms=52.4),
+}
 # Widths, depths, heads, window and pretraining resolution of each recipe's SwinTransformer.
 _TINY = dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, pretrain_img_size=224)
 _SMALL = dict(_TINY, depths=[2, 2, 18, 2])

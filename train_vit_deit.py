@@ -54,6 +54,10 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's converted ImageNet 
 
 REFERENCE = dict(config='vit/vit_deit-s16_upernet_8xb2-80k_ade20k-512x512.py', mIoU=42.96, mIoU_ms=43.79,
                  mem_gb=4.68, fps=29.85, total_batch=16)
+REFERENCES = {  # the variants' own recipes (cli.reference_for)
+    'deit-b': dict(config='vit/vit_deit-b16_upernet_8xb2-80k_ade20k-512x512.py', mIoU=45.24, mIoU_ms=46.73),
+    'vit-b': dict(config='vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py', mIoU=47.71, mIoU_ms=49.51),
+}
 # Widths, stochastic depth and neck of the configs/vit recipes; files made by common.convert_vit.
 BACKBONES = {
     'deit-s': dict(embed_dims=384, num_heads=6, drop_path_rate=0.1, neck=False,

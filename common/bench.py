@@ -75,8 +75,10 @@ def tail(path, count=6):
 
 
 def reference_for(module, variant):
-    """The reference numbers of `variant` of a script module (cli.reference_for); {} without one."""
-    return {} if module is None else cli.reference_for(vars(module), variant)
+    """The reference numbers of BACKBONE `variant` of a script module (cli.reference_for); {} without one."""
+    if module is None:
+        return {}
+    return cli.reference_for(vars(module), {'BACKBONE': variant} if variant else {})
 
 
 def read_run(run_dir, root='.', flops_size=complexity.SIZE, cache=complexity.CACHE, with_complexity=True):

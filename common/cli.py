@@ -12,6 +12,7 @@ import inspect
 import re
 import sys
 import types
+import typing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,10 +72,11 @@ def settings_of(namespace):
 
 
 def _comments(source):
-    """Trailing comments of `NAME = value  # comment` lines: the help text of each setting."""
+    """Trailing comments of `NAME = value  # comment` (or `NAME: type = value  # comment`) lines: the
+    help text of each setting."""
     found = {}
     for line in source.splitlines():
-        match = re.match(r'^([A-Z][A-Z0-9_]*)\s*=.*?#\s*(.+)$', line)
+        match = re.match(r'^([A-Z][A-Z0-9_]*)\s*(?::[^=]*)?=.*?#\s*(.+)$', line)
         if match:
             found[match.group(1)] = match.group(2).strip()
     return found
@@ -89,7 +91,18 @@ def _parse_tuple(text):
     return tuple(parts * 2) if len(parts) == 1 else tuple(parts)
 
 
-def _add_setting(parser, name, default, help_text):
+def _number_type(annotation):
+    """float or int when a None-default setting is annotated `float | None` (or `int | None`)."""
+    for kind in (float, int):
+        if isinstance(annotation, str):  # under `from __future__ import annotations`
+            if kind.__name__ in re.split(r'[\s|]+', annotation):
+                return kind
+        elif annotation is kind or kind in typing.get_args(annotation):
+            return kind
+    return None
+
+
+def _add_setting(parser, name, default, help_text, annotation=None):
     flag = flag_name(name)
     shown = f'{help_text} (default: {default!r})' if help_text else f'default: {default!r}'
     shown = shown.replace('%', '%%')  # argparse formats help text with %
@@ -101,6 +114,8 @@ def _add_setting(parser, name, default, help_text):
                             help=shown)
     elif isinstance(default, (int, float)):
         parser.add_argument(flag, dest=name, type=type(default), default=argparse.SUPPRESS, help=shown)
+    elif default is None and _number_type(annotation):  # `LR: float | None = None`: --lr abc is refused
+        parser.add_argument(flag, dest=name, type=_number_type(annotation), default=argparse.SUPPRESS, help=shown)
     else:  # str or None: a path, a name
         parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=shown)
 
@@ -116,8 +131,9 @@ def build_parser(namespace, doc=None):
     for name, (default, help_text) in COMMON_SETTINGS.items():
         settings.setdefault(name, default)
         comments.setdefault(name, help_text)
+    annotations = namespace.get('__annotations__', {})
     for name, default in settings.items():
-        _add_setting(group, name, default, comments.get(name, ''))
+        _add_setting(group, name, default, comments.get(name, ''), annotations.get(name))
 
     run = parser.add_argument_group('run')
     run.add_argument('--demo', action='store_true',
@@ -163,22 +179,37 @@ def parse(namespace, argv=None, doc=None):
     if final.get('PRETRAINED') == '':
         final['PRETRAINED'] = None
     options = {k: v for k, v in args.items() if not _SETTING.match(k)}
-    return types.SimpleNamespace(SCRIPT=script, reference=reference_for(namespace, final.get('BACKBONE')),
+    return types.SimpleNamespace(SCRIPT=script, reference=reference_for(namespace, final),
                                  **final, **options)
 
 
-def reference_for(namespace, variant):
-    """The reference numbers for the variant being trained: REFERENCES[variant] where the script lists
-    it, REFERENCE for its default BACKBONE (or when it has no variants); for any other variant only
-    the recipe's total batch (the variants' recipes train with the same one), so no other variant's
-    mIoU, memory or fps is shown as if it were this one's."""
-    per_variant = namespace.get('REFERENCES') or {}
-    if variant in per_variant:
-        return per_variant[variant]
+# The settings that pick one of a script's recipes (each script has one or both).
+VARIANT_SETTINGS = ('BACKBONE', 'HEAD')
+
+
+def variant_of(namespace, settings=None):
+    """The recipe variant `settings` select in a script: the value of its one variant setting
+    ('mit-b5'), a tuple of both for a script with BACKBONE and HEAD (('svt-l', 'uperhead')), or None.
+    Settings missing from `settings` take the script's defaults."""
+    defaults = settings_of(namespace)
+    settings = settings or {}
+    chosen = tuple(settings.get(name, defaults[name]) for name in VARIANT_SETTINGS if name in defaults)
+    return None if not chosen else chosen[0] if len(chosen) == 1 else chosen
+
+
+def reference_for(namespace, settings=None):
+    """The reference numbers of the variant `settings` select (variant_of): REFERENCE for the script's
+    default, REFERENCES[variant] for a variant whose recipe has published numbers, else only the
+    recipe's total batch, so no other variant's mIoU, memory or fps is shown as if it were this
+    one's. A REFERENCES entry names its own total_batch, crop_size or max_iters where its recipe's
+    differ from the default's."""
     reference = namespace.get('REFERENCE') or {}
-    if variant in (None, namespace.get('BACKBONE')):
+    variant = variant_of(namespace, settings)
+    if variant == variant_of(namespace):
         return reference
-    return {k: v for k, v in reference.items() if k == 'total_batch'}
+    inherited = {k: v for k, v in reference.items() if k == 'total_batch'}
+    listed = (namespace.get('REFERENCES') or {}).get(variant)
+    return {**inherited, **listed} if listed else inherited
 
 
 def choose(setting, value, table):

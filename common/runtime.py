@@ -17,7 +17,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import checks, pretrained, resilience, safe_load
+from common import checks, cli, pretrained, resilience, safe_load
 from common.errors import SetupError
 
 # Start-up time (summary.json `startup_s`) counts from the script's first import for the first run of
@@ -318,12 +318,21 @@ def save_predictions_picture(runner, path, count=4):
 
 # ---------------------------------------------------------------- the entry point
 
+def _reference_line(s, reference):
+    if not reference.get('config'):
+        chosen = ', '.join(f'{name}={getattr(s, name)}' for name in cli.VARIANT_SETTINGS if hasattr(s, name))
+        return f'no reference numbers listed for {chosen or "this model"}'
+    line = f'recipe: {reference["config"]} (reference mIoU {reference.get("mIoU")}'
+    ref_crop = tuple(reference.get('crop_size', (512, 512)))
+    if ref_crop != tuple(s.CROP_SIZE):  # e.g. a 640 recipe's model at the default 512 crop
+        line += f' at crop {ref_crop[0]}x{ref_crop[1]}; this run crops {s.CROP_SIZE[0]}x{s.CROP_SIZE[1]}'
+    return line + ')'
+
+
 def banner(s, reference, world):
     total = s.BATCH_PER_GPU * world * s.ACCUMULATE
     ref_total = reference.get('total_batch', 16)
-    recipe = (f'recipe: {reference["config"]} (reference mIoU {reference.get("mIoU")})' if reference.get('config')
-              else f'no reference numbers listed for BACKBONE={getattr(s, "BACKBONE", None)}')
-    lines = [f'[{s.SCRIPT}] {recipe}',
+    lines = [f'[{s.SCRIPT}] {_reference_line(s, reference)}',
              f'[{s.SCRIPT}] total batch {total} = {s.BATCH_PER_GPU}/GPU x {world} GPU(s) x accumulate '
              f'{s.ACCUMULATE}; the reference trains with {ref_total}']
     if getattr(s, 'speed', None):

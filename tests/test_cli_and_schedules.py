@@ -89,3 +89,50 @@ def test_a_variant_shows_only_the_reference_numbers_that_are_its_own():
     text = runtime.banner(b2, b2.reference, world=1)
     assert 'no reference numbers listed for BACKBONE=mit-b2' in text and '37.41' not in text
     assert '--accumulate 8' in text
+
+
+def test_a_listed_variant_shows_its_own_recipe_numbers():
+    _, b5 = parse(['--backbone', 'mit-b5'])
+    assert b5.reference['config'] == 'segformer/segformer_mit-b5_8xb2-160k_ade20k-512x512.py'
+    assert (b5.reference['mIoU'], b5.reference['total_batch']) == (49.13, 16)
+    assert 'reference mIoU 49.13)' in runtime.banner(b5, b5.reference, world=1)
+
+    fastfcn = load_script('train_fastfcn')  # a HEAD picks the recipe
+    aspp = cli.parse(vars(fastfcn), ['--head', 'aspp'])
+    assert aspp.reference['mIoU'] == 41.88 and 'jpu_aspp' in aspp.reference['config']
+
+
+def test_a_two_setting_variant_and_its_own_total_batch():
+    twins = load_script('train_twins')
+    assert cli.variant_of(vars(twins)) == ('pcpvt-s', 'uperhead')
+    svt_l = cli.parse(vars(twins), ['--backbone', 'svt-l'])
+    assert (svt_l.reference['mIoU'], svt_l.reference['total_batch']) == (49.65, 16)  # 8 x 2, not the default's 32
+    fpn = cli.parse(vars(twins), ['--head', 'fpn'])
+    assert (fpn.reference['mIoU'], fpn.reference['total_batch']) == (43.26, 32)
+    unlisted = cli.parse(vars(twins), ['--backbone', 'pcpvt-b'])
+    assert unlisted.reference == {'total_batch': 32}
+    text = runtime.banner(unlisted, unlisted.reference, world=1)
+    assert 'no reference numbers listed for BACKBONE=pcpvt-b, HEAD=uperhead' in text
+
+
+def test_a_reference_trained_at_another_crop_says_so():
+    module = load_script('train_mask2former')
+    at_512 = cli.parse(vars(module), ['--backbone', 'swin-l'])
+    assert 'mIoU 56.01 at crop 640x640; this run crops 512x512)' in runtime.banner(at_512, at_512.reference, world=1)
+    at_640 = cli.parse(vars(module), ['--backbone', 'swin-l', '--crop-size', '640'])
+    assert 'reference mIoU 56.01)' in runtime.banner(at_640, at_640.reference, world=1)
+
+
+@pytest.mark.parametrize('name', ['train_maskformer', 'train_knet'])
+def test_an_optional_number_setting_takes_numbers_only(name, capsys):
+    """`LR: float | None = None`: None keeps the variant's recipe LR, a number replaces it, a typo is
+    a one-line usage error (exit 2), not a traceback from deep inside build_config."""
+    module = load_script(name)
+    assert cli.parse(vars(module), []).LR is None
+    s = cli.parse(vars(module), ['--lr', '3e-5'])
+    assert s.LR == 3e-5
+    assert module.build_config(s)['optim_wrapper']['optimizer']['lr'] == 3e-5
+    with pytest.raises(SystemExit) as stop:
+        cli.parse(vars(module), ['--lr', 'abc'])
+    assert stop.value.code == 2
+    assert "argument --lr: invalid float value: 'abc'" in capsys.readouterr().err

@@ -147,3 +147,23 @@ def test_user_defaults_are_the_only_runtime_changes(pair):
         assert plain(mine['model']['test_cfg']) == plain(ref['model']['test_cfg'])
     if 'custom_imports' not in deviations:
         assert plain(mine.get('custom_imports')) == plain(ref.get('custom_imports'))
+
+
+@pytest.mark.parametrize('name', [n for n in SCRIPTS if hasattr(load_script(n), 'REFERENCES')])
+def test_listed_variant_references_are_recipes_of_the_wheel(name):
+    """Each REFERENCES entry names a variant the script builds, a config file the mmseg wheel ships,
+    and the mIoU the script's docstring quotes for it (one source of truth, checked both ways)."""
+    import mmseg
+    from common import cli
+    module = load_script(name)
+    configs = os.path.join(os.path.dirname(mmseg.__file__), '.mim', 'configs')
+    settings = [n for n in cli.VARIANT_SETTINGS if hasattr(module, n)]  # BACKBONE picks from BACKBONES...
+    tables = [getattr(module, f'{n}S') for n in settings]
+    for variant, entry in module.REFERENCES.items():
+        choices = variant if isinstance(variant, tuple) else (variant,)
+        assert len(choices) == len(tables) and all(c in t for c, t in zip(choices, tables)), variant
+        assert os.path.isfile(os.path.join(configs, entry['config'])), entry['config']
+        assert f"{entry['mIoU']:.2f}" in module.__doc__, (variant, entry['mIoU'])
+        chosen = dict(zip(settings, choices))
+        if cli.variant_of(vars(module), chosen) != cli.variant_of(vars(module)):
+            assert cli.reference_for(vars(module), chosen)['mIoU'] == entry['mIoU']
