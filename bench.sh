@@ -2,7 +2,7 @@
 # Benchmark the train_*.py scripts: each trains a few hundred iterations, then one table and charts.
 #
 #   bash bench.sh                                   # every train_*.py, 300 iterations, all visible GPUs
-#   bash bench.sh fcn pspnet segformer:mit-b2       # these models only (a variant after ':')
+#   bash bench.sh fcn pspnet segformer:mit-b2       # these models only (a BACKBONE, or HEAD, after ':')
 #   bash bench.sh --gpus 8 --iters 500 --name h100x8
 #   bash bench.sh --demo --gpus 0 --iters 20 fcn    # the generated demo data, on the CPU
 #   bash bench.sh fcn -- --precision fp32 --batch-per-gpu 4   # flags after '--' go to every script
@@ -113,7 +113,8 @@ for i in "${!MODELS[@]}"; do
     rm -rf "$work" && mkdir -p "$work"
     cmd=("${LAUNCH[@]}" "train_$model.py" --max-iters "$ITERS" --val-interval "$ITERS" --work-dir "$work"
          --data-root "$TRAIN_ROOT" --no-resume)
-    [ -n "$variant" ] && cmd+=(--backbone "$variant")
+    # The variant is a BACKBONE, or a HEAD in the scripts that have no BACKBONE (fastfcn:aspp).
+    [ -n "$variant" ] && cmd+=("$(grep -q '^BACKBONE = ' "train_$model.py" 2>/dev/null && echo --backbone || echo --head)" "$variant")
     [ "$PRETRAINED" = 1 ] || cmd+=(--no-pretrained)
     cmd+=("${SCRIPT_FLAGS[@]}")
     started=$SECONDS

@@ -75,10 +75,11 @@ def tail(path, count=6):
 
 
 def reference_for(module, variant):
-    """The reference numbers of BACKBONE `variant` of a script module (cli.reference_for); {} without one."""
+    """The reference numbers of `variant` (its BACKBONE, or HEAD: cli.variant_setting) of a script
+    module (cli.reference_for); {} without one."""
     if module is None:
         return {}
-    return cli.reference_for(vars(module), {'BACKBONE': variant} if variant else {})
+    return cli.reference_for(vars(module), {cli.variant_setting(vars(module)): variant} if variant else {})
 
 
 def read_run(run_dir, root='.', flops_size=complexity.SIZE, cache=complexity.CACHE, with_complexity=True):
@@ -94,7 +95,8 @@ def read_run(run_dir, root='.', flops_size=complexity.SIZE, cache=complexity.CAC
         module = cli.load_script(script, root)
     except Exception:  # a missing or broken script still gets its row
         module = None
-    variant = summary.get('variant') or info.get('variant') or getattr(module, 'BACKBONE', None)
+    variant = (summary.get('variant') or info.get('variant')
+               or (getattr(module, cli.variant_setting(vars(module)) or '', None) if module else None))
 
     exit_code = int(info['exit_code']) if info.get('exit_code', '').lstrip('-').isdigit() else None
     finished = summary.get('status') == 'finished' and exit_code in (0, None)

@@ -187,6 +187,12 @@ def parse(namespace, argv=None, doc=None):
 VARIANT_SETTINGS = ('BACKBONE', 'HEAD')
 
 
+def variant_setting(namespace):
+    """The setting a one-word variant names (bench.sh's `model:variant`, summary.json's `variant`):
+    BACKBONE, or HEAD in a script that picks its recipe by head only (FastFCN, SETR...); None."""
+    return next((name for name in VARIANT_SETTINGS if name in namespace), None)
+
+
 def variant_of(namespace, settings=None):
     """The recipe variant `settings` select in a script: the value of its one variant setting
     ('mit-b5'), a tuple of both for a script with BACKBONE and HEAD (('svt-l', 'uperhead')), or None.

@@ -42,8 +42,9 @@ def model_config(module, variant=None):
     SyncBN as BN and no pretrained weights or init_cfg."""
     from common import cli, runtime
     argv = ['--no-pretrained']
-    if variant is not None and hasattr(module, 'BACKBONE'):
-        argv += ['--backbone', variant]
+    setting = cli.variant_setting(vars(module))  # BACKBONE, or HEAD
+    if variant is not None and setting:
+        argv += [cli.flag_name(setting), variant]
     cfg = module.build_config(cli.parse(vars(module), argv))
     model = json.loads(json.dumps(_strip(cfg['model']), default=str))
     runtime.sync_bn_to_bn(model)
@@ -131,7 +132,7 @@ def lookup(script, variant=None, size=SIZE, cache=CACHE, root='.'):
     module = cli.load_script(script, root)
     script = module.__name__
     if variant is None:
-        variant = getattr(module, 'BACKBONE', None)
+        variant = getattr(module, cli.variant_setting(vars(module)) or '', None)
     model, custom_imports = model_config(module, variant)
     key = cache_key(script, variant, size, model)
     if key in _read(cache):

@@ -187,3 +187,22 @@ def test_curves_merge_a_resumed_run(tmp_path):
 def test_error_line_from_stderr(stderr, expected):
     from common import bench
     assert bench.error_from_stderr(stderr) == expected
+
+
+def test_a_head_variant_is_benchmarked_with_its_own_reference(tiny_data, tmp_path):
+    """`model:variant` sets HEAD in a script that has no BACKBONE: MobileNetV2 with the FCN head
+    trains as that recipe and its row carries that recipe's reference mIoU, not DeepLabV3's."""
+    repo = tmp_path / 'repo'
+    shutil.copytree(ROOT / 'common', repo / 'common', ignore=shutil.ignore_patterns('__pycache__'))
+    shutil.copy(ROOT / 'bench.sh', repo)
+    shutil.copy(ROOT / 'train_mobilenetv2.py', repo)
+    result = bench_sh(repo, '--gpus', '0', '--iters', '2', '--name', 'head', '--data-root', tiny_data,
+                      '--eval-images', '2', '--flops-size', '64', 'mobilenetv2:fcn', '--', *SCRIPT_FLAGS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = repo / 'work_dirs/bench/head/mobilenetv2-fcn'
+    assert ' --head fcn ' in (run / 'bench_run.txt').read_text()
+    assert json.loads((run / 'summary.json').read_text())['variant'] == 'fcn'
+    row = read_csv(repo / 'benchmarks/head/results.csv')['mobilenetv2']
+    assert row['status'] == 'ok' and row['variant'] == 'fcn'
+    assert float(row['ref_mIoU']) == 19.71 and row['recipe'].endswith('mobilenet-v2-d8_fcn_4xb4-160k_ade20k-512x512.py')
+    assert float(row['gflops']) > 0
