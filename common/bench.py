@@ -96,7 +96,7 @@ def read_run(run_dir, root='.', flops_size=complexity.SIZE, cache=complexity.CAC
     except Exception:  # a missing or broken script still gets its row
         module = None
     variant = (summary.get('variant') or info.get('variant')
-               or (getattr(module, cli.variant_setting(vars(module)) or '', None) if module else None))
+               or (cli.variant_name(vars(module)) if module else None))
 
     exit_code = int(info['exit_code']) if info.get('exit_code', '').lstrip('-').isdigit() else None
     finished = summary.get('status') == 'finished' and exit_code in (0, None)

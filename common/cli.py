@@ -193,6 +193,12 @@ def variant_setting(namespace):
     return next((name for name in VARIANT_SETTINGS if name in namespace), None)
 
 
+def variant_name(namespace):
+    """The value of variant_setting in `namespace` (a script module's, or a run's settings): 'mit-b0'."""
+    setting = variant_setting(namespace)
+    return namespace[setting] if setting else None
+
+
 def variant_of(namespace, settings=None):
     """The recipe variant `settings` select in a script: the value of its one variant setting
     ('mit-b5'), a tuple of both for a script with BACKBONE and HEAD (('svt-l', 'uperhead')), or None.
@@ -207,8 +213,8 @@ def reference_for(namespace, settings=None):
     """The reference numbers of the variant `settings` select (variant_of): REFERENCE for the script's
     default, REFERENCES[variant] for a variant whose recipe has published numbers, else only the
     recipe's total batch, so no other variant's mIoU, memory or fps is shown as if it were this
-    one's. A REFERENCES entry names its own total_batch, crop_size or max_iters where its recipe's
-    differ from the default's."""
+    one's. A REFERENCES entry names its own total_batch or crop_size where its recipe's differ from
+    the default's."""
     reference = namespace.get('REFERENCE') or {}
     variant = variant_of(namespace, settings)
     if variant == variant_of(namespace):

@@ -132,7 +132,7 @@ def lookup(script, variant=None, size=SIZE, cache=CACHE, root='.'):
     module = cli.load_script(script, root)
     script = module.__name__
     if variant is None:
-        variant = getattr(module, cli.variant_setting(vars(module)) or '', None)
+        variant = cli.variant_name(vars(module))
     model, custom_imports = model_config(module, variant)
     key = cache_key(script, variant, size, model)
     if key in _read(cache):

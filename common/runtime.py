@@ -269,7 +269,7 @@ def summarize(runner, recorder, s, reference, status, wall_s, iters_done=None):
     best = hub.get_info('best_score')
     cuda = torch.cuda.is_available()
     return dict(
-        model=s.SCRIPT, variant=getattr(s, cli.variant_setting(vars(s)) or '', None), recipe=reference.get('config'),
+        model=s.SCRIPT, variant=cli.variant_name(vars(s)), recipe=reference.get('config'),
         reference_mIoU=reference.get('mIoU'), status=status,
         start_iter=recorder.start_iter, iters_done=runner.iter if iters_done is None else iters_done, max_iters=runner.max_iters, accumulate=s.ACCUMULATE,
         world_size=world, batch_per_gpu=s.BATCH_PER_GPU, total_batch=s.BATCH_PER_GPU * world * s.ACCUMULATE,
