@@ -94,10 +94,7 @@ def _parse_tuple(text):
 def _number_type(annotation):
     """float or int when a None-default setting is annotated `float | None` (or `int | None`)."""
     for kind in (float, int):
-        if isinstance(annotation, str):  # under `from __future__ import annotations`
-            if kind.__name__ in re.split(r'[\s|]+', annotation):
-                return kind
-        elif annotation is kind or kind in typing.get_args(annotation):
+        if annotation is kind or kind in typing.get_args(annotation):
             return kind
     return None
 
