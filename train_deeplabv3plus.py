@@ -7,10 +7,6 @@ Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 4): the run prints the total batch and the --accumulate that restores 16.
 - Evaluation and checkpoint every 4000 iterations (recipe 8000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 - BACKBONE = 'r101-d8' builds the recipe's R-101 variant (deeplabv3plus_r101-d8_4xb4-80k_ade20k-512x512.py).
 
     python train_deeplabv3plus.py                                   # one GPU (or the CPU)
@@ -60,7 +56,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

@@ -9,10 +9,6 @@ Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 4): the run prints the total batch and the --accumulate that restores 16.
 - Evaluation and checkpoint every 4000 iterations (recipe 8000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_dnlnet.py                                 # one GPU (or the CPU)
     torchrun --nproc_per_node=8 train_dnlnet.py            # 8 GPUs x 2: total batch 16, as the recipe
@@ -63,7 +59,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

@@ -18,10 +18,6 @@ Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 4): the run prints the total batch and the --accumulate that restores 16.
 - Evaluation and checkpoint every 4000 iterations (recipe 8000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_fastfcn.py                                   # one GPU (or the CPU)
     torchrun --nproc_per_node=8 train_fastfcn.py              # 8 GPUs x 2: total batch 16, as the recipe
@@ -49,7 +45,7 @@ HEADS = {  # HEAD -> its 80k recipe and README single-scale / multi-scale + flip
     'aspp': dict(config='fastfcn/fastfcn_r50-d32_jpu_aspp_4xb4-80k_ade20k-512x512.py', mIoU=41.88, mIoU_ms=42.91),
     'enc': dict(config='fastfcn/fastfcn_r50-d32_jpu_enc_4xb4-80k_ade20k-512x512.py', mIoU=40.88, mIoU_ms=42.36),
 }
-REFERENCES = HEADS  # each HEAD's recipe numbers (cli.reference_for)
+REFERENCES = HEADS  # each HEAD's recipe numbers (scripts.reference_for)
 
 
 def decode_head(head, norm_cfg):
@@ -93,7 +89,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

@@ -20,11 +20,6 @@ K-Net Swin-L has 247M parameters: the CPU smoke test runs the R-50 default only.
 Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 8000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random); dataloader workers sized from
-  the machine's CPUs (recipe: 2).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 - BACKBONE = 'swin-l' with --crop-size 640 trains at 640 (the upstream file's 512 is a bug, above).
 
     python train_knet.py                                  # one GPU: --accumulate 8 keeps the total 16
@@ -50,7 +45,7 @@ NUM_KERNEL_UPDATES = 3              # kernel-update stages (the "S3" of the reci
 
 REFERENCE = dict(config='knet/knet-s3_r50-d8_upernet_8xb2-adamw-80k_ade20k-512x512.py', mIoU=43.45, mIoU_ms=44.07,
                  mem_gb=7.34, fps=17.11, total_batch=16)
-REFERENCES = {  # the variants' own recipes (cli.reference_for)
+REFERENCES = {  # the variants' own recipes (scripts.reference_for)
     'swin-l': dict(config='knet/knet-s3_swin-l_upernet_8xb2-adamw-80k_ade20k-640x640.py', mIoU=52.21, mIoU_ms=53.34,
                    mem_gb=13.54, fps=8.29, crop_size=(640, 640)),
 }
@@ -82,13 +77,10 @@ def adamw_warmup_multistep(s, lr, swin):
         bundle['optim_wrapper']['paramwise_cfg'] = dict(custom_keys={
             'absolute_pos_embed': dict(decay_mult=0.), 'relative_position_bias_table': dict(decay_mult=0.),
             'norm': dict(decay_mult=0.)})
-    end = s.MAX_ITERS * s.ACCUMULATE
-    warmup = min(s.WARMUP_ITERS * s.ACCUMULATE, end - 1)  # a run shorter than the warmup: all warmup
-    warmup_scheduler = ([dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=warmup)]
-                        if warmup else [])
-    bundle['param_scheduler'] = warmup_scheduler + [
-        dict(type='MultiStepLR', begin=warmup, end=end, milestones=[round(f * end) for f in LR_DROPS],
-             by_epoch=False)]
+    end = schedules.end_iter(s.MAX_ITERS, s.ACCUMULATE)
+    bundle['param_scheduler'] = schedules.warmup_then(
+        dict(type='MultiStepLR', milestones=[round(f * end) for f in LR_DROPS]), warmup_iters=s.WARMUP_ITERS,
+        start_factor=0.001, max_iters=s.MAX_ITERS, accumulate=s.ACCUMULATE)
     return bundle
 
 
@@ -141,7 +133,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

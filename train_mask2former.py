@@ -16,11 +16,8 @@ Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 5000); the last 3 checkpoints are kept,
   plus the best-mIoU one (as the recipe).
 - CROP_SIZE stays 512 for swin-b/swin-l, whose recipes train at 640: pass --crop-size 640 for those.
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-  The deformable attention of the pixel decoder runs in fp32 inside it (its kernel has no bf16).
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
+- Under bf16 (the GPU default) the deformable attention of the pixel decoder runs in fp32 (its
+  kernel has no bf16 version).
 
     python train_mask2former.py                           # one GPU: --accumulate 8 keeps the total 16
     torchrun --nproc_per_node=8 train_mask2former.py      # 8 GPUs x 2: the recipe's total batch
@@ -44,7 +41,7 @@ NUM_QUERIES = 100                   # mask queries
 
 REFERENCE = dict(config='mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py', mIoU=47.87, mIoU_ms=None,
                  mem_gb=3.31, fps=26.59, total_batch=16)
-REFERENCES = {  # the variants' own recipes (cli.reference_for); none reports multi-scale
+REFERENCES = {  # the variants' own recipes (scripts.reference_for); none reports multi-scale
     'r101': dict(config='mask2former/mask2former_r101_8xb2-160k_ade20k-512x512.py', mIoU=48.60, mIoU_ms=None),
     'swin-t': dict(config='mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py', mIoU=48.66, mIoU_ms=None,
                    fps=23.82),
@@ -103,7 +100,7 @@ def paramwise(name, variant):
 
 def build_config(s):
     variant = cli.choose('BACKBONE', s.BACKBONE, BACKBONES)
-    init_cfg = runtime.pretrained_init(pretrained.resolve(s.PRETRAINED, variant['pretrained']))
+    init_cfg = pretrained.init_cfg(s.PRETRAINED, variant['pretrained'])
     width = variant.get('embed_dims')
     in_channels = [256, 512, 1024, 2048] if 'depth' in variant else [width, 2 * width, 4 * width, 8 * width]
     # The 512 recipes also pad test images to a multiple of 32; the 640 Swin-B/L ones do not.
@@ -169,7 +166,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

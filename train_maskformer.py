@@ -18,11 +18,6 @@ LR = None takes the BACKBONE's recipe LR.
 Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random); dataloader workers sized from
-  the machine's CPUs (recipe: 2).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 - No custom_imports, as the recipe: mmseg's MaskFormerHead imports mmdet's heads, which registers
   the `mmdet.*` types the config names, and the preflight check stops with a clear error if mmdet
   is missing.
@@ -49,7 +44,7 @@ NUM_QUERIES = 100                   # mask queries
 
 REFERENCE = dict(config='maskformer/maskformer_r50-d32_8xb2-160k_ade20k-512x512.py', mIoU=44.29, mIoU_ms=None,
                  mem_gb=3.29, fps=42.20, total_batch=16)
-REFERENCES = {  # the variants' own recipes (cli.reference_for); none reports multi-scale
+REFERENCES = {  # the variants' own recipes (scripts.reference_for); none reports multi-scale
     'r101': dict(config='maskformer/maskformer_r101-d32_8xb2-160k_ade20k-512x512.py', mIoU=45.11, mIoU_ms=None),
     'swin-t': dict(config='maskformer/maskformer_swin-t_upernet_8xb2-160k_ade20k-512x512.py', mIoU=46.69,
                    mIoU_ms=None),
@@ -100,7 +95,7 @@ def paramwise(variant):
 
 def build_config(s):
     variant = cli.choose('BACKBONE', s.BACKBONE, BACKBONES)
-    init_cfg = runtime.pretrained_init(pretrained.resolve(s.PRETRAINED, variant['pretrained']))
+    init_cfg = pretrained.init_cfg(s.PRETRAINED, variant['pretrained'])
     optim = variant['optim']
     lr = optim['lr'] if s.LR is None else s.LR
     in_channels = [256, 512, 1024, 2048] if 'depth' in variant else [96, 192, 384, 768]
@@ -150,7 +145,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

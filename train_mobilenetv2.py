@@ -16,10 +16,6 @@ Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 4): the run prints the total batch and the --accumulate that restores 16.
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 - The ImageNet weights are the recipe's (mmcls://mobilenet_v2), read from pretrain/ with
   prefix 'backbone.': the mmcls:// loader strips that prefix from the classifier's keys, a plain
   file load does not, so the prefix does the same here (the classifier's conv2 and fc are unused).
@@ -52,7 +48,7 @@ HEADS = {  # HEAD -> its recipe and README single-scale mIoU
     'pspnet': dict(config='mobilenet_v2/mobilenet-v2-d8_pspnet_4xb4-160k_ade20k-512x512.py', mIoU=29.68),
     'fcn': dict(config='mobilenet_v2/mobilenet-v2-d8_fcn_4xb4-160k_ade20k-512x512.py', mIoU=19.71),
 }
-REFERENCES = HEADS  # each HEAD's recipe numbers (cli.reference_for)
+REFERENCES = HEADS  # each HEAD's recipe numbers (scripts.reference_for)
 _PRETRAINED_FILE = 'mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth'  # mmcls://mobilenet_v2
 # Output channels of MobileNetV2 at out_indices (1, 2, 4, 6): strides 4, 8, 8, 8 with the dilations below.
 _STAGE_CHANNELS = (24, 32, 96, 320)
@@ -76,13 +72,12 @@ def decode_head(head, norm_cfg):
 def build_config(s):
     cli.choose('HEAD', s.HEAD, HEADS)
     norm_cfg = dict(type='SyncBN', requires_grad=True)
-    weights = pretrained.resolve(s.PRETRAINED, _PRETRAINED_FILE)
     model = dict(
         type='EncoderDecoder',
         data_preprocessor=ade20k.data_preprocessor(s.CROP_SIZE),
         backbone=dict(type='MobileNetV2', widen_factor=1., strides=(1, 2, 2, 1, 1, 1, 1),
                       dilations=(1, 1, 1, 2, 2, 4, 4), out_indices=(1, 2, 4, 6), norm_cfg=dict(norm_cfg),
-                      init_cfg=runtime.pretrained_init(weights, prefix='backbone.')),
+                      init_cfg=pretrained.init_cfg(s.PRETRAINED, _PRETRAINED_FILE, prefix='backbone.')),
         decode_head=decode_head(s.HEAD, norm_cfg),
         auxiliary_head=models.fcn_aux_head(in_channels=_STAGE_CHANNELS[2]),
         train_cfg=dict(),
@@ -95,7 +90,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

@@ -14,10 +14,6 @@ Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 4): the run prints the total batch and the --accumulate that restores 16.
 - Evaluation and checkpoint every 4000 iterations (recipe 8000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_ocrnet.py                                # one GPU (or the CPU)
     torchrun --nproc_per_node=8 train_ocrnet.py           # 8 GPUs x 2: total batch 16, as the recipe
@@ -41,7 +37,7 @@ OCR_CHANNELS = 256                  # width of the object-region attention (reci
 
 REFERENCE = dict(config='ocrnet/ocrnet_hr18_4xb4-80k_ade20k-512x512.py', mIoU=37.79, mIoU_ms=39.16,
                  mem_gb=7.9, fps=18.93, total_batch=16)
-REFERENCES = {  # the variants' own recipes (cli.reference_for)
+REFERENCES = {  # the variants' own recipes (scripts.reference_for)
     'hr48': dict(config='ocrnet/ocrnet_hr48_4xb4-80k_ade20k-512x512.py', mIoU=43.00, mIoU_ms=44.30),
 }
 # Branch widths (1/4, 1/8, 1/16, 1/32 resolution) and the ImageNet weights (open-mmlab://msra/hrnetv2_w*).
@@ -93,7 +89,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

@@ -14,10 +14,6 @@ Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 4): the run prints the total batch and the --accumulate that restores 16.
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_pointrend.py                             # one GPU (or the CPU)
     torchrun --nproc_per_node=8 train_pointrend.py        # 8 GPUs: total batch 16, as the recipe
@@ -41,7 +37,7 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='point_rend/pointrend_r50_4xb4-160k_ade20k-512x512.py', mIoU=37.64, mIoU_ms=39.17,
                  mem_gb=5.1, fps=17.31, total_batch=16)
-REFERENCES = {  # the variants' own recipes (cli.reference_for)
+REFERENCES = {  # the variants' own recipes (scripts.reference_for)
     'r101': dict(config='point_rend/pointrend_r101_4xb4-160k_ade20k-512x512.py', mIoU=40.02, mIoU_ms=41.60,
                  mem_gb=6.1, fps=15.50),
 }
@@ -51,11 +47,9 @@ BACKBONES = {'r50': models.RESNET_V1C['r50'], 'r101': models.RESNET_V1C['r101']}
 def sgd_warmup_poly(s):
     """schedule_160k's SGD and PolyLR, after a LinearLR warmup from 0.1 x LR (the PointRend recipe)."""
     bundle = schedules.sgd_poly(lr=s.LR, **schedules.steps(s))
-    end = s.MAX_ITERS * s.ACCUMULATE
-    warmup = min(s.WARMUP_ITERS * s.ACCUMULATE, end - 1)  # a run shorter than the warmup: all warmup
-    warmup_scheduler = [dict(type='LinearLR', by_epoch=False, start_factor=0.1, begin=0, end=warmup)] if warmup else []
-    bundle['param_scheduler'] = warmup_scheduler + [
-        dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=warmup, end=end, by_epoch=False)]
+    bundle['param_scheduler'] = schedules.warmup_then(
+        dict(type='PolyLR', eta_min=1e-4, power=0.9), warmup_iters=s.WARMUP_ITERS, start_factor=0.1,
+        max_iters=s.MAX_ITERS, accumulate=s.ACCUMULATE)
     return bundle
 
 
@@ -90,7 +84,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

@@ -26,11 +26,7 @@ Deviations from the recipe (the user's defaults):
   needed), fp32 on a CPU.
 - The last 3 checkpoints are kept, plus the best-mIoU one (recipe: all of them, no best); evaluation
   and checkpoints every 4000 iterations, as the recipe.
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random); dataloader workers sized from
-  the machine's CPUs (recipe: 4).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py); `--precision fp16` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
+- `--precision fp16` runs the recipe's arithmetic (its AmpOptimWrapper).
 
     python train_poolformer.py                            # one GPU: --accumulate 16 keeps the total 32
     torchrun --nproc_per_node=8 train_poolformer.py --batch-per-gpu 4   # the recipe's 8 x 4
@@ -53,7 +49,7 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='poolformer/fpn_poolformer_s12_8xb4-40k_ade20k-512x512.py', mIoU=36.68, mIoU_ms=None,
                  mem_gb=4.17, fps=23.48, total_batch=32)
-REFERENCES = {  # the variants' own recipes (cli.reference_for); m36: not in our reference notes
+REFERENCES = {  # the variants' own recipes (scripts.reference_for); m36: not in our reference notes
     's24': dict(config='poolformer/fpn_poolformer_s24_8xb4-40k_ade20k-512x512.py', mIoU=40.12, mIoU_ms=None),
     's36': dict(config='poolformer/fpn_poolformer_s36_8x4_512x512_40k_ade20k.py', mIoU=41.61, mIoU_ms=None),
     'm48': dict(config='poolformer/fpn_poolformer_m48_8xb4-40k_ade20k-512x512.py', mIoU=42.43, mIoU_ms=None,
@@ -74,7 +70,7 @@ BACKBONES = {
 def build_config(s):
     variant = cli.choose('BACKBONE', s.BACKBONE, BACKBONES)
     # The checkpoints are whole mmpretrain classifiers: take the 'backbone.' part.
-    init_cfg = runtime.pretrained_init(pretrained.resolve(s.PRETRAINED, variant['pretrained']), prefix='backbone.')
+    init_cfg = pretrained.init_cfg(s.PRETRAINED, variant['pretrained'], prefix='backbone.')
     model = dict(
         type='EncoderDecoder',
         data_preprocessor=ade20k.data_preprocessor(s.CROP_SIZE),
@@ -102,7 +98,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

@@ -16,10 +16,6 @@ Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 4): the run prints the total batch and the --accumulate that restores 16.
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_resnest.py                                   # one GPU (or the CPU)
     torchrun --nproc_per_node=8 train_resnest.py              # 8 GPUs x 2: total batch 16, as the recipe
@@ -50,7 +46,7 @@ HEADS = {  # HEAD -> its recipe and README single-scale / multi-scale + flip mIo
     'fcn': dict(config='resnest/resnest_s101-d8_fcn_4xb4-160k_ade20k-512x512.py', mIoU=45.62, mIoU_ms=46.16),
     'pspnet': dict(config='resnest/resnest_s101-d8_pspnet_4xb4-160k_ade20k-512x512.py', mIoU=45.44, mIoU_ms=46.28),
 }
-REFERENCES = HEADS  # each HEAD's recipe numbers (cli.reference_for)
+REFERENCES = HEADS  # each HEAD's recipe numbers (scripts.reference_for)
 _PRETRAINED_FILE = 'resnest101_d2-f3b931b2.pth'  # open-mmlab://resnest101
 
 
@@ -92,7 +88,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

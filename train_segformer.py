@@ -8,11 +8,6 @@ BACKBONE = 'mit-b1' ... 'mit-b5' builds the segformer_mit-b{1..5}_8xb2-160k_ade2
 Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one.
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random); dataloader workers sized from
-  the machine's CPUs (recipe: 2).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_segformer.py                             # one GPU: --accumulate 8 keeps the total 16
     torchrun --nproc_per_node=8 train_segformer.py        # 8 GPUs x 2: the recipe's total batch
@@ -35,7 +30,7 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py', mIoU=37.41, mIoU_ms=38.34,
                  mem_gb=2.1, fps=51.32, total_batch=16)
-REFERENCES = {  # the variants' own recipes (cli.reference_for); B1-B4: not in our reference notes
+REFERENCES = {  # the variants' own recipes (scripts.reference_for); B1-B4: not in our reference notes
     'mit-b5': dict(config='segformer/segformer_mit-b5_8xb2-160k_ade20k-512x512.py', mIoU=49.13, mIoU_ms=50.22),
 }
 # MiT widths and depths (mmseg _base_/models/segformer_mit-b0.py and the b1..b5 recipes).
@@ -62,7 +57,7 @@ def build_config(s):
                       num_layers=variant['num_layers'], num_heads=[1, 2, 5, 8], patch_sizes=[7, 3, 3, 3],
                       sr_ratios=[8, 4, 2, 1], out_indices=(0, 1, 2, 3), mlp_ratio=4, qkv_bias=True, drop_rate=0.0,
                       attn_drop_rate=0.0, drop_path_rate=0.1,
-                      init_cfg=runtime.pretrained_init(pretrained.resolve(s.PRETRAINED, variant['pretrained']))),
+                      init_cfg=pretrained.init_cfg(s.PRETRAINED, variant['pretrained'])),
         decode_head=dict(type='SegformerHead', in_channels=variant['head_channels'], in_index=[0, 1, 2, 3],
                          channels=256, dropout_ratio=0.1, num_classes=ade20k.NUM_CLASSES, norm_cfg=norm_cfg,
                          align_corners=False, loss_decode=models.ce_loss(1.0)),
@@ -79,7 +74,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

@@ -21,9 +21,6 @@ Deviations from the recipe (the user's defaults):
   all follow CROP_SIZE.
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
 
     python train_segmenter.py                             # one GPU (total batch 2)
     torchrun --nproc_per_node=8 train_segmenter.py        # 8 GPUs x 2 (recipe: 8 x 1)
@@ -46,7 +43,7 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py', mIoU=39.99, mIoU_ms=40.83,
                  mem_gb=1.21, fps=27.98, total_batch=8)
-REFERENCES = {  # the variants' own recipes (cli.reference_for); all 8 x 1 image, as the default
+REFERENCES = {  # the variants' own recipes (scripts.reference_for); all 8 x 1 image, as the default
     'vit-s': dict(config='segmenter/segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py', mIoU=46.19, mIoU_ms=47.85),
     'vit-b': dict(config='segmenter/segmenter_vit-b_mask_8xb1-160k_ade20k-512x512.py', mIoU=49.60, mIoU_ms=51.07),
     'vit-l': dict(config='segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512.py', mIoU=52.16, mIoU_ms=53.65,
@@ -90,7 +87,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

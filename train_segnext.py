@@ -16,10 +16,6 @@ Deviations from the recipe (the user's defaults):
   (plain BN as the recipe, not SyncBN), again 2 images.
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one.
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random); dataloader workers sized from
-  the machine's CPUs (recipe: 4).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
 
     python train_segnext.py --accumulate 8                # one GPU, 2 x 8: the recipe's total 16
     torchrun --nproc_per_node=8 train_segnext.py          # 8 GPUs x 2: total 16, BN over 2 per GPU
@@ -42,7 +38,7 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='segnext/segnext_mscan-t_1xb16-adamw-160k_ade20k-512x512.py', mIoU=41.50, mIoU_ms=42.59,
                  mem_gb=17.88, fps=52.38, total_batch=16)
-REFERENCES = {  # the variants' own recipes (cli.reference_for); all 1 GPU x 16, as the default
+REFERENCES = {  # the variants' own recipes (scripts.reference_for); all 1 GPU x 16, as the default
     'mscan-s': dict(config='segnext/segnext_mscan-s_1xb16-adamw-160k_ade20k-512x512.py', mIoU=44.16, mIoU_ms=45.81),
     'mscan-b': dict(config='segnext/segnext_mscan-b_1xb16-adamw-160k_ade20k-512x512.py', mIoU=48.03, mIoU_ms=49.68),
     'mscan-l': dict(config='segnext/segnext_mscan-l_1xb16-adamw-160k_ade20k-512x512.py', mIoU=50.99, mIoU_ms=52.10,
@@ -74,7 +70,7 @@ def build_config(s):
                       attention_kernel_sizes=[5, [1, 7], [1, 11], [1, 21]],
                       attention_kernel_paddings=[2, [0, 3], [0, 5], [0, 10]], act_cfg=dict(type='GELU'),
                       norm_cfg=dict(type='BN', requires_grad=True),  # plain BN: SyncBN hurts MSCAN (README)
-                      init_cfg=runtime.pretrained_init(pretrained.resolve(s.PRETRAINED, variant['pretrained']))),
+                      init_cfg=pretrained.init_cfg(s.PRETRAINED, variant['pretrained'])),
         decode_head=dict(type='LightHamHead', in_channels=variant['embed_dims'][1:], in_index=[1, 2, 3],
                          channels=variant['head_channels'], ham_channels=variant['head_channels'], dropout_ratio=0.1,
                          num_classes=ade20k.NUM_CLASSES, norm_cfg=dict(type='GN', num_groups=32, requires_grad=True),
@@ -95,7 +91,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

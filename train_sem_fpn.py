@@ -15,10 +15,6 @@ Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 4): the run prints the total batch and the --accumulate that restores 16.
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 - BACKBONE = 'r101' is depth 101 with resnet101_v1c, which the upstream R-101 file means but does
   not build (above).
 
@@ -43,7 +39,7 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py', mIoU=37.49, mIoU_ms=39.09,
                  mem_gb=4.9, fps=55.77, total_batch=16)
-REFERENCES = {  # the variants' own recipes (cli.reference_for); R-101: the README row, a real R-101
+REFERENCES = {  # the variants' own recipes (scripts.reference_for); R-101: the README row, a real R-101
     'r101': dict(config='sem_fpn/fpn_r101_4xb4-160k_ade20k-512x512.py', mIoU=39.35, mIoU_ms=40.72,
                  mem_gb=5.9, fps=40.58),
 }
@@ -73,7 +69,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

@@ -24,10 +24,6 @@ and final norm unused; the 24x24 position grid is resized to the crop's on loadi
 Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 - EMBED_DIMS (default 1024, the recipe's ViT-L) exists for CPU tests only: ViT-L (about 300M
   parameters) is too large for them, so the smoke test and a quick demo narrow it
   (`--embed-dims 64`, random init). Any other width is not SETR's recipe.
@@ -55,7 +51,7 @@ EMBED_DIMS = 1024                   # ViT-L width (recipe); a smaller multiple o
 
 REFERENCE = dict(config='setr/setr_vit-l_naive_8xb2-160k_ade20k-512x512.py', mIoU=48.28, mIoU_ms=49.56,
                  mem_gb=18.40, fps=4.72, total_batch=16)
-REFERENCES = {  # the HEADs' own recipes (cli.reference_for)
+REFERENCES = {  # the HEADs' own recipes (scripts.reference_for)
     'pup': dict(config='setr/setr_vit-l_pup_8xb2-160k_ade20k-512x512.py', mIoU=48.24, mIoU_ms=49.99,
                 mem_gb=19.54, fps=4.50),
     'mla': dict(config='setr/setr_vit-l_mla_8xb2-160k_ade20k-512x512.py', mIoU=47.39, mIoU_ms=49.37),
@@ -136,7 +132,7 @@ def build_config(s):
                       drop_rate=0.0, norm_cfg=dict(type='LN', eps=1e-6, requires_grad=True),
                       # MLA aggregates the patch tokens only.
                       with_cls_token=s.HEAD != 'mla', interpolate_mode='bilinear',
-                      init_cfg=runtime.pretrained_init(checkpoint)),
+                      init_cfg=pretrained.init_cfg(s.PRETRAINED, _PRETRAINED_FILE)),
         decode_head=decode_head,
         auxiliary_head=auxiliary_head,
         train_cfg=dict(),
@@ -155,7 +151,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

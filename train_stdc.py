@@ -23,9 +23,6 @@ Deviations from the (Cityscapes) recipe:
   BATCH_PER_GPU images: raise it on a large GPU rather than relying on --accumulate alone.
 - Evaluation and checkpoint every 4000 iterations (recipe 8000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
 
     python train_stdc.py                                   # one GPU (or the CPU)
     torchrun --nproc_per_node=8 train_stdc.py              # 8 GPUs x 2 (the recipe: 4 x 12 = 48)
@@ -70,18 +67,6 @@ def fcn_head(in_channels, channels, in_index, align_corners, norm_cfg):
                 align_corners=align_corners, sampler=ohem(), loss_decode=models.ce_loss(1.0))
 
 
-def warmup_poly(s, eta_min=1e-4, power=0.9, start_factor=0.1):
-    """The recipe's LinearLR warmup then PolyLR; counted in loader iterations, like schedules.*."""
-    end = s.MAX_ITERS * s.ACCUMULATE
-    warmup = min(s.WARMUP_ITERS * s.ACCUMULATE, end - 1)  # a run shorter than the warmup is all warmup
-    schedulers = []
-    if warmup > 0:
-        schedulers.append(dict(type='LinearLR', by_epoch=False, start_factor=start_factor, begin=0, end=warmup))
-    schedulers.append(dict(type='PolyLR', eta_min=eta_min, power=power, begin=warmup, end=end,
-                           by_epoch=False))
-    return schedulers
-
-
 def build_config(s):
     variant = cli.choose('BACKBONE', s.BACKBONE, BACKBONES)
     norm_cfg = dict(type='BN', requires_grad=True)  # the recipe's: plain BN, per-GPU statistics
@@ -94,8 +79,7 @@ def build_config(s):
             backbone_cfg=dict(type='STDCNet', stdc_type=variant['stdc_type'], in_channels=3,
                               channels=(32, 64, 256, 512, 1024), bottleneck_type='cat', num_convs=4,
                               norm_cfg=dict(norm_cfg), act_cfg=dict(type='ReLU'), with_final_conv=False,
-                              init_cfg=runtime.pretrained_init(pretrained.resolve(s.PRETRAINED,
-                                                                                  variant['pretrained']))),
+                              init_cfg=pretrained.init_cfg(s.PRETRAINED, variant['pretrained'])),
             last_in_channels=(1024, 512), out_channels=128,
             ffm_cfg=dict(in_channels=384, out_channels=256, scale_factor=4)),
         # Outputs: 0 the detail (1/8) features, 1-2 the context path at 1/16 and 1/8, 3 the fused map.
@@ -112,7 +96,9 @@ def build_config(s):
         train_cfg=dict(),
         test_cfg=dict(mode='whole'))
     sgd = schedules.sgd_poly(lr=s.LR, **schedules.steps(s))
-    sgd['param_scheduler'] = warmup_poly(s)
+    sgd['param_scheduler'] = schedules.warmup_then(  # the recipe's LinearLR warmup from 0.1 x LR, then PolyLR
+        dict(type='PolyLR', eta_min=1e-4, power=0.9), warmup_iters=s.WARMUP_ITERS, start_factor=0.1,
+        max_iters=s.MAX_ITERS, accumulate=s.ACCUMULATE)
     return dict(model=model,
                 **ade20k.dataloaders(s.DATA_ROOT, s.CROP_SIZE, s.BATCH_PER_GPU, s.NUM_WORKERS),
                 **sgd,
@@ -121,7 +107,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

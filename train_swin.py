@@ -18,11 +18,6 @@ The pretrained files are mmseg's converted Swin weights (download.openmmlab.com)
 Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 16000); the last 3 checkpoints are kept,
   plus the best-mIoU one.
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random); dataloader workers sized from
-  the machine's CPUs (recipe: 4).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_swin.py                                  # one GPU: --accumulate 8 keeps the total 16
     torchrun --nproc_per_node=8 train_swin.py             # 8 GPUs x 2: the recipe's total batch
@@ -45,7 +40,7 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py', mIoU=44.41,
                  mIoU_ms=45.79, mem_gb=5.02, fps=21.06, total_batch=16)
-REFERENCES = {  # the variants' own recipes (cli.reference_for)
+REFERENCES = {  # the variants' own recipes (scripts.reference_for)
     'swin-s': dict(config='swin/swin-small-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
                    mIoU=47.72, mIoU_ms=49.24),
     'swin-b': dict(config='swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
@@ -96,7 +91,7 @@ def build_config(s):
                       qkv_bias=True, qk_scale=None, patch_norm=True, drop_rate=0., attn_drop_rate=0.,
                       drop_path_rate=0.3, use_abs_pos_embed=False, act_cfg=dict(type='GELU'),
                       norm_cfg=dict(type='LN', requires_grad=True),
-                      init_cfg=runtime.pretrained_init(pretrained.resolve(s.PRETRAINED, variant['pretrained']))),
+                      init_cfg=pretrained.init_cfg(s.PRETRAINED, variant['pretrained'])),
         decode_head=dict(type='UPerHead', in_channels=stage_channels, in_index=[0, 1, 2, 3], pool_scales=(1, 2, 3, 6),
                          channels=512, dropout_ratio=0.1, num_classes=ade20k.NUM_CLASSES, norm_cfg=norm_cfg,
                          align_corners=False, loss_decode=models.ce_loss(1.0)),
@@ -114,7 +109,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

@@ -25,11 +25,6 @@ Deviations from the recipe (the user's defaults, and one upstream bug):
   upstream constant LR.
 - Evaluation and checkpoint every 4000 iterations (recipe 16000 UPerNet, 8000 FPN); the last 3
   checkpoints are kept, plus the best-mIoU one.
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random); dataloader workers sized from
-  the machine's CPUs (recipe: 4, or 2 for the 8xb2 recipes).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_twins.py                                 # one GPU: --accumulate 16 keeps the total 32
     torchrun --nproc_per_node=8 train_twins.py --batch-per-gpu 4   # the recipe's 8 x 4
@@ -54,7 +49,7 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='twins/twins_pcpvt-s_uperhead_8xb4-160k_ade20k-512x512.py', mIoU=46.04, mIoU_ms=46.92,
                  mem_gb=None, fps=None, total_batch=32)
-REFERENCES = {  # (BACKBONE, HEAD) -> that recipe (cli.reference_for); the FPN ones train 80k
+REFERENCES = {  # (BACKBONE, HEAD) -> that recipe (scripts.reference_for); the FPN ones train 80k
     ('svt-s', 'uperhead'): dict(config='twins/twins_svt-s_uperhead_8xb2-160k_ade20k-512x512.py', mIoU=46.08,
                                 mIoU_ms=46.96, total_batch=16),
     ('svt-l', 'uperhead'): dict(config='twins/twins_svt-l_uperhead_8xb2-160k_ade20k-512x512.py', mIoU=49.65,
@@ -122,7 +117,7 @@ def schedule(s):
 def build_config(s):
     variant = cli.choose('BACKBONE', s.BACKBONE, BACKBONES)
     cli.choose('HEAD', s.HEAD, HEADS)
-    init_cfg = runtime.pretrained_init(pretrained.resolve(s.PRETRAINED, variant['pretrained']))
+    init_cfg = pretrained.init_cfg(s.PRETRAINED, variant['pretrained'])
     model = dict(
         type='EncoderDecoder',
         data_preprocessor=ade20k.data_preprocessor(s.CROP_SIZE),
@@ -138,7 +133,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

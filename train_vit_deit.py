@@ -28,10 +28,6 @@ and final norm unused; the 14x14 position grid is resized to the crop's on loadi
 Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 8000); the last 3 checkpoints are kept,
   plus the best-mIoU one (recipe: all of them, no best).
-- Text, JSON and TensorBoard logs; a fixed seed (recipe: random).
-- On a GPU, PRECISION 'auto' trains and evaluates under bf16 autocast, with channels_last, TF32 and a
-  fused optimizer step (common/speed.py; recipe: fp32); `--precision fp32` runs the recipe's arithmetic.
-- On a CPU (tests, --demo) SyncBN runs as BN: PyTorch's SyncBatchNorm is GPU-only.
 
     python train_vit_deit.py                              # one GPU: --accumulate 8 keeps the total 16
     torchrun --nproc_per_node=8 train_vit_deit.py         # 8 GPUs x 2: the recipe's total batch
@@ -54,7 +50,7 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's converted ImageNet 
 
 REFERENCE = dict(config='vit/vit_deit-s16_upernet_8xb2-80k_ade20k-512x512.py', mIoU=42.96, mIoU_ms=43.79,
                  mem_gb=4.68, fps=29.85, total_batch=16)
-REFERENCES = {  # the variants' own recipes (cli.reference_for)
+REFERENCES = {  # the variants' own recipes (scripts.reference_for)
     'deit-b': dict(config='vit/vit_deit-b16_upernet_8xb2-80k_ade20k-512x512.py', mIoU=45.24, mIoU_ms=46.73),
     'vit-b': dict(config='vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py', mIoU=47.71, mIoU_ms=49.51),
 }
@@ -104,7 +100,7 @@ def build_config(s):
 
 def main(argv=None):
     s = cli.parse(globals(), argv, doc=__doc__)
-    runtime.run(build_config, s, REFERENCE)
+    runtime.run(build_config, s)
 
 
 if __name__ == '__main__':

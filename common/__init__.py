@@ -1,13 +1,70 @@
-"""Shared, model-independent pieces of the ADE20K training scripts.
+"""Shared, model-independent pieces of the ADE20K training scripts: the map.
 
-Modules (import them by name: `from common import ade20k, cli, runtime, schedules`):
-    ade20k      dataset constants, pipelines, dataloaders, evaluator
-    schedules   optimizer + LR scheduler + loop bundles (SGD/poly, AdamW/warmup/poly)
-    runtime     hooks, launcher, checkpoint policy, resume, the train entry point
-    cli         settings block -> command line flags
-    checks      preflight validation of dataset, pretrained files and environment
-    safe_load   torch.load with weights_only=True and mmengine's checkpoint types allowed
-    pretrained  the pretrained-weights registry and its fetch command
-    demo_data   a small, learnable ADE20K-layout dataset
-    env_check   the stack self-check run by setup.sh
+Import modules by name (`from common import ade20k, cli, runtime, schedules`). Each module answers one
+question; a module imports only modules of its own layer or below, never one above, and there is no
+import loop (tests/test_architecture.py checks both against LAYERS below).
+
+0. Leaves
+    errors       SetupError: what the user can fix, and its one rendering (report, exit code 2)
+    faults       test-only fault injection at exact points (ADE_TRAIN_FAULT)
+    files        atomic_write: a file is written whole or not at all
+    download     one file over HTTP with progress, resume-safe, hash-checked
+1. Recipe pieces (fresh dicts, no torch at import)
+    ade20k       the dataset: constants, pipelines, dataloaders, evaluator
+    schedules    optimizer + LR scheduler + loop bundles; warmup and MAX_ITERS x ACCUMULATE arithmetic
+    models       model parts many recipes share (ResNetV1c, the auxiliary FCN head, SYNC_BN)
+    pretrained   the pretrained-file registry: init_cfg from PRETRAINED, require, fetch, list
+2. The run, one concern a module
+    scripts      a train_*.py as data: load, settings, variant, reference numbers (the script protocol)
+    cli          a script's settings as command line flags
+    config       walking a config tree: SyncBN -> BN, without pretrained, files and packages it names, dump
+    dist         launcher, rank and world size from the environment; the CPU (gloo) process group
+    demo_data    the small, learnable ADE20K-layout dataset of --demo and the tests
+    checkpoints  checkpoint files: atomic writes, newest complete, pre-emption save, safe and exact loading
+    weights_fit  a pretrained file must initialise every tensor of the module it is loaded into
+    checks       can this run start: installation, packages, pretrained files, dataset (preflight)
+    speed        how a run uses the machine: precision, channels_last, TF32, fused step, compile
+    resilience   pre-emption signals and the non-finite-loss guard
+    train        one training run: prepare the config, the Runner and its hooks, banner, summary.json
+3. Using a trained checkpoint
+    infer        MODES: --eval-only, --predict, --export-onnx, --flops, one module each
+    infer.model  the one offline model (config + checkpoint, no pretrained file) and its logits function
+4. The top
+    runtime      defaults() (a script's runtime config) and run() (a script's whole life); nothing imports it
+5. Commands (`python -m common.<name>`)
+    env_check, download_ade20k, convert_vit, complexity, bench, plots, zoo, vs_stock, data_speed
+
+Process-wide changes the project makes to mmengine, mmcv and torch (and why):
+- checkpoints.install: torch.load's weights-only allow-list gains mmengine's HistoryBuffer and numpy
+  types, so mmengine's own torch.load calls (resume, load_from, Pretrained init) stay safe; with
+  --trust-checkpoint it sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD instead.
+- checkpoints.install_atomic_writes: mmengine's LocalBackend.put/put_text write through
+  files.atomic_write, so a checkpoint is never seen half-written.
+- resilience (the guard): mmengine's OptimWrapper.update_params skips the step of a non-finite loss,
+  agreed on by every rank, instead of poisoning the weights.
+- resilience.install_signal_handlers: SIGTERM and SIGINT save a checkpoint and stop (pre-emption).
+- weights_fit.must_fit, during runner.train() only: mmengine's and torch's load_state_dict audit what a
+  file leaves uninitialised before loading it.
+- speed: registers AutocastOptimWrapper, AutocastValLoop and AutocastTestLoop in mmengine's
+  registries (bf16 without a loss scaler); keep_deformable_attention_fp32 wraps mmcv's
+  MultiScaleDeformableAttention.forward in fp32 under autocast (its kernel has no bf16 version);
+  set_global_flags turns on TF32 for the matmuls and convolutions left in fp32 (GPU).
+- train.prepare: TORCH_NCCL_ASYNC_ERROR_HANDLING=1 (unless set), so a dead rank fails the others.
+- faults.install_nan_losses (tests only, under ADE_TRAIN_FAULT=nan@iter=N): mmengine's
+  BaseModel.parse_losses returns NaN at that iteration.
+- plots: matplotlib's Agg backend (no display needed).
 """
+
+# module -> layer (see above): tests/test_architecture.py checks that every module is listed and
+# that imports go only to the same layer or below.
+LAYERS = {
+    'errors': 0, 'faults': 0, 'files': 0, 'download': 0,
+    'ade20k': 1, 'schedules': 1, 'models': 1, 'pretrained': 1,
+    'scripts': 2, 'cli': 2, 'config': 2, 'dist': 2, 'demo_data': 2, 'checkpoints': 2, 'weights_fit': 2,
+    'checks': 2, 'speed': 2, 'resilience': 2, 'train': 2,
+    'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
+    'infer.flops': 3,
+    'runtime': 4,
+    'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'complexity': 5, 'bench': 5, 'plots': 5,
+    'zoo': 5, 'vs_stock': 5, 'data_speed': 5,
+}

@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-from common import cli, complexity
+from common import cli, complexity, scripts
 
 RUN_FILE = 'bench_run.txt'      # written by bench.sh next to each run
 BENCH_FILE = 'bench.txt'        # written by bench.sh in the benchmark folder
@@ -75,11 +75,11 @@ def tail(path, count=6):
 
 
 def reference_for(module, variant):
-    """The reference numbers of `variant` (its BACKBONE, or HEAD: cli.variant_setting) of a script
-    module (cli.reference_for); {} without one."""
+    """The reference numbers of `variant` (its BACKBONE, or HEAD: scripts.variant_setting) of a script
+    module (scripts.reference_for); {} without one."""
     if module is None:
         return {}
-    return cli.reference_for(vars(module), {cli.variant_setting(vars(module)): variant} if variant else {})
+    return scripts.reference_for(vars(module), {scripts.variant_setting(vars(module)): variant} if variant else {})
 
 
 def read_run(run_dir, root='.', flops_size=complexity.SIZE, cache=complexity.CACHE, with_complexity=True):
@@ -92,11 +92,11 @@ def read_run(run_dir, root='.', flops_size=complexity.SIZE, cache=complexity.CAC
         summary = {}
     script = info.get('script') or f'train_{summary.get("model", run_dir.name)}'
     try:
-        module = cli.load_script(script, root)
+        module = scripts.load(script, root)
     except Exception:  # a missing or broken script still gets its row
         module = None
     variant = (summary.get('variant') or info.get('variant')
-               or (cli.variant_name(vars(module)) if module else None))
+               or (scripts.variant_name(vars(module)) if module else None))
 
     exit_code = int(info['exit_code']) if info.get('exit_code', '').lstrip('-').isdigit() else None
     finished = summary.get('status') == 'finished' and exit_code in (0, None)
@@ -293,7 +293,7 @@ def main(argv=None):
     table = commands.add_parser('collect', help='results.csv, results.md and charts from a bench folder')
     table.add_argument('bench_dir', help='work_dirs/bench/NAME (one folder per model)')
     table.add_argument('--out', help='output folder (default benchmarks/NAME)')
-    table.add_argument('--flops-size', type=complexity._parse_size, default=complexity.SIZE, metavar='H,W',
+    table.add_argument('--flops-size', type=cli.parse_size, default=complexity.SIZE, metavar='H,W',
                        help='input size of the parameter/FLOP count (default 512,512)')
     table.add_argument('--cache', default=complexity.CACHE, help=f'complexity cache (default {complexity.CACHE})')
     table.add_argument('--no-complexity', action='store_true', help='leave parameters and FLOPs out')

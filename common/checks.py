@@ -1,10 +1,13 @@
-"""Preflight: find what would break a run before anything is built or a GPU is touched.
+"""Can this run start? Everything checked before anything is built or a GPU is touched.
 
-`dataset(root)` checks the ADEChallengeData2016 layout, that every image has a label and back,
+`preflight(cfg, s)` checks the installation (mmcv's compiled ops, the packages the config names),
+the pretrained files, a --load-from checkpoint and the dataset, and raises SetupError naming what
+is wrong. `dataset(root)` checks the ADEChallengeData2016 layout, that every image has a label and back,
 that each file opens, that image and label sizes agree, and that labels hold only 0..150. Results
 are cached per file (path, size, mtime), so the 25k-file ADE20K check costs its time once.
 """
 import hashlib
+import importlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -13,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import ade20k
+from common import ade20k, checkpoints, config, dist, files, pretrained
 from common.errors import SetupError
 
 CACHE_DIR = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'ade20k-train' / 'dataset-checks'
+REINSTALL = 'run `bash setup.sh` at the repository root (it rebuilds .venv from requirements/lock.txt)'
 DOWNLOAD_HINT = ('download ADE20K with `python -m common.download_ade20k` (it unpacks to data/ade/), '
                  'point --data-root at your ADEChallengeData2016 folder, or try --demo')
 MAX_LISTED = 5
@@ -115,10 +119,7 @@ def scan(root, splits=('train', 'val'), workers=None):
         bad[split] = [(i, str(img), str(lbl), fresh[key]) for i, ((img, lbl), key) in enumerate(zip(pairs, keys))
                       if fresh[key]]
     try:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix('.tmp')
-        tmp.write_text(json.dumps(fresh))
-        os.replace(tmp, cache_path)
+        files.atomic_write(json.dumps(fresh), str(cache_path))
     except OSError:
         pass  # a read-only home: the check still ran, it just is not remembered
     return bad
@@ -138,3 +139,83 @@ def dataset(root, splits=('train', 'val')):
 def pairs(root, split):
     """(image, label) paths of 'train' or 'val', in the dataset's order."""
     return _pairs(root, ade20k.SPLITS[split])
+
+
+# ---------------------------------------------------------------- the installation
+
+def import_or_fail(module):
+    """Import `module` or raise SetupError saying how to repair the install."""
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # any failure here means a broken install
+        raise SetupError(f'cannot import {module}: {type(exc).__name__}: {exc}', REINSTALL) from exc
+
+
+def mmcv_ops_status():
+    """(has_compiled_ops, has_cuda_ops). Raises SetupError when mmcv's compiled `_ext` is missing."""
+    import_or_fail('mmcv')
+    try:
+        from mmcv.ops import MultiScaleDeformableAttention, PSAMask  # noqa: F401
+        ext = importlib.import_module('mmcv._ext')
+    except Exception as exc:
+        raise SetupError(
+            f'mmcv has no compiled ops ({type(exc).__name__}: {exc}); mmseg 1.2.2 imports them at '
+            'import time, so mmcv-lite or a mismatched build cannot work',
+            REINSTALL + ' (it compiles mmcv 2.1.0 with MMCV_WITH_OPS=1)') from exc
+    has_cuda = hasattr(ext, 'ms_deform_attn_forward') and _ext_built_with_cuda()
+    return True, has_cuda
+
+
+def _ext_built_with_cuda():
+    try:
+        from mmcv.ops.info import get_compiling_cuda_version
+        version = get_compiling_cuda_version()
+        return version not in ('not available', '', None)
+    except Exception:
+        return False
+
+
+def packages(cfg):
+    """The packages the config's scoped types name (mmdet, mmpretrain) import."""
+    for package in config.required_packages(cfg):
+        try:
+            importlib.import_module(f'{package}.models')
+        except Exception as exc:
+            raise SetupError(f'this model needs {package}, which does not import: {type(exc).__name__}: {exc}',
+                             'run `bash setup.sh` (it installs the pinned mmdet and mmpretrain)') from exc
+
+
+# ---------------------------------------------------------------- before a training run
+
+def preflight(cfg, s):
+    """Everything that can be checked before building: installation, pretrained files, checkpoints,
+    the dataset. Raises SetupError."""
+    mmcv_ops_status()
+    packages(cfg)
+    for path in config.pretrained_paths(cfg):
+        pretrained.require(path)
+    if s.load_from:
+        checkpoints.load(s.load_from, trust=s.trust_checkpoint, what='--load-from checkpoint')
+    if s.SKIP_BAD_SAMPLES:
+        skip_bad_samples(cfg)
+    elif dist.rank_from_env() == 0:
+        dataset(cfg['train_dataloader']['dataset']['data_root'])
+
+
+def skip_bad_samples(cfg):
+    """Leave the samples the dataset check finds broken out of the train and val sets (by index,
+    in the dataset's own sorted order) and say how many, instead of stopping."""
+    from mmengine.logging import print_log
+    root = cfg['train_dataloader']['dataset']['data_root']
+    bad = scan(root)
+    for split, loader in (('train', 'train_dataloader'), ('val', 'val_dataloader'), ('val', 'test_dataloader')):
+        if not bad[split]:
+            continue
+        dataset_cfg = cfg[loader]['dataset']
+        total = len(pairs(root, split))
+        skipped = {index for index, *_ in bad[split]}
+        dataset_cfg['indices'] = [i for i in range(total) if i not in skipped]
+        if loader != 'test_dataloader':
+            listed = '; '.join(f'{split}[{i}] {reason}' for i, _, _, reason in bad[split][:5])
+            print_log(f'[data] skipping {len(skipped)} of {total} {split} samples (SKIP_BAD_SAMPLES): {listed}',
+                      logger='current', level=30)

@@ -7,30 +7,13 @@ constants before `build_config` runs, so every number derived from them follows.
 (the reference recipe, the variant tables) are data, not flags.
 """
 import argparse
-import importlib.util
-import inspect
 import re
-import sys
 import types
 import typing
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name, root=ROOT):
-    """Import train_<name>.py ('fcn', 'train_fcn', 'train_fcn.py' or a path); nothing runs at import."""
-    path = Path(name)
-    if path.suffix != '.py':
-        stem = path.name if path.name.startswith('train_') else f'train_{path.name}'
-        path = path.with_name(f'{stem}.py')
-    path = path if path.is_absolute() else Path(root) / path
-    if not path.is_file():
-        raise FileNotFoundError(f'no script {path}')
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from common import scripts
+from common.errors import SetupError
 
 
 # Settings every script has without writing them out: name -> (default, help).
@@ -57,18 +40,7 @@ DEMO_DATA_ROOT = 'data/demo/ADEChallengeData2016'
 DEMO_SETTINGS = dict(DATA_ROOT=DEMO_DATA_ROOT, PRETRAINED=None, CROP_SIZE=(64, 64), BATCH_PER_GPU=8,
                      MAX_ITERS=200, VAL_INTERVAL=200, LOG_INTERVAL=25)
 
-_SETTING = re.compile(r'^[A-Z][A-Z0-9_]*$')
-_FLAG_TYPES = (bool, int, float, str, tuple, type(None))
-
-
-# Module constants that describe the script rather than set it up (never flags).
-NOT_SETTINGS = {'DEVIATIONS', 'SMOKE_TEST_FLAGS', 'REFERENCE'}
-
-
-def settings_of(namespace):
-    """The settings of a script module: its UPPER_SNAKE constants of flag-able types, in order."""
-    return {name: value for name, value in namespace.items()
-            if _SETTING.match(name) and isinstance(value, _FLAG_TYPES) and name not in NOT_SETTINGS}
+_SETTING = scripts.SETTING
 
 
 def _comments(source):
@@ -86,8 +58,9 @@ def flag_name(setting):
     return '--' + setting.lower().replace('_', '-')
 
 
-def _parse_tuple(text):
-    parts = [int(p) for p in re.split(r'[,x ]+', text.strip()) if p]
+def parse_size(text):
+    """'512,512', '512x512', '512 512' or '512' -> (512, 512): the H,W of a flag (in the flag's order)."""
+    parts = [int(p) for p in re.split(r'[,x ]+', text.strip().lower()) if p]
     return tuple(parts * 2) if len(parts) == 1 else tuple(parts)
 
 
@@ -107,7 +80,7 @@ def _add_setting(parser, name, default, help_text, annotation=None):
         parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                             help=shown)
     elif isinstance(default, tuple):
-        parser.add_argument(flag, dest=name, type=_parse_tuple, default=argparse.SUPPRESS, metavar='H,W',
+        parser.add_argument(flag, dest=name, type=parse_size, default=argparse.SUPPRESS, metavar='H,W',
                             help=shown)
     elif isinstance(default, (int, float)):
         parser.add_argument(flag, dest=name, type=type(default), default=argparse.SUPPRESS, help=shown)
@@ -118,13 +91,10 @@ def _add_setting(parser, name, default, help_text, annotation=None):
 
 
 def build_parser(namespace, doc=None):
-    source = ''
-    if namespace.get('__file__'):
-        source = Path(namespace['__file__']).read_text()
-    comments = _comments(source + inspect.getsource(sys.modules[__name__]))
+    comments = _comments(Path(namespace['__file__']).read_text()) if namespace.get('__file__') else {}
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_argument_group('settings (the constants at the top of the script)')
-    settings = {**settings_of(namespace)}
+    settings = scripts.settings_of(namespace)
     for name, (default, help_text) in COMMON_SETTINGS.items():
         settings.setdefault(name, default)
         comments.setdefault(name, help_text)
@@ -154,7 +124,7 @@ def build_parser(namespace, doc=None):
     use.add_argument('--opacity', type=float, default=0.5, help='overlay opacity of --predict (0..1)')
     use.add_argument('--export-onnx', metavar='CKPT', help='export CKPT to ONNX (whole-image mode) and verify it')
     use.add_argument('--flops', action='store_true', help='print parameters and FLOPs at --flops-size and exit')
-    use.add_argument('--flops-size', type=_parse_tuple, default=(512, 512), metavar='H,W',
+    use.add_argument('--flops-size', type=parse_size, default=(512, 512), metavar='H,W',
                      help='input size of --flops (default 512,512)')
     return parser, settings
 
@@ -176,55 +146,13 @@ def parse(namespace, argv=None, doc=None):
     if final.get('PRETRAINED') == '':
         final['PRETRAINED'] = None
     options = {k: v for k, v in args.items() if not _SETTING.match(k)}
-    return types.SimpleNamespace(SCRIPT=script, reference=reference_for(namespace, final),
+    return types.SimpleNamespace(SCRIPT=script, reference=scripts.reference_for(namespace, final),
                                  **final, **options)
-
-
-# The settings that pick one of a script's recipes (each script has one or both).
-VARIANT_SETTINGS = ('BACKBONE', 'HEAD')
-
-
-def variant_setting(namespace):
-    """The setting a one-word variant names (bench.sh's `model:variant`, summary.json's `variant`):
-    BACKBONE, or HEAD in a script that picks its recipe by head only (FastFCN, SETR...); None."""
-    return next((name for name in VARIANT_SETTINGS if name in namespace), None)
-
-
-def variant_name(namespace):
-    """The value of variant_setting in `namespace` (a script module's, or a run's settings): 'mit-b0'."""
-    setting = variant_setting(namespace)
-    return namespace[setting] if setting else None
-
-
-def variant_of(namespace, settings=None):
-    """The recipe variant `settings` select in a script: the value of its one variant setting
-    ('mit-b5'), a tuple of both for a script with BACKBONE and HEAD (('svt-l', 'uperhead')), or None.
-    Settings missing from `settings` take the script's defaults."""
-    defaults = settings_of(namespace)
-    settings = settings or {}
-    chosen = tuple(settings.get(name, defaults[name]) for name in VARIANT_SETTINGS if name in defaults)
-    return None if not chosen else chosen[0] if len(chosen) == 1 else chosen
-
-
-def reference_for(namespace, settings=None):
-    """The reference numbers of the variant `settings` select (variant_of): REFERENCE for the script's
-    default, REFERENCES[variant] for a variant whose recipe has published numbers, else only the
-    recipe's total batch, so no other variant's mIoU, memory or fps is shown as if it were this
-    one's. A REFERENCES entry names its own total_batch or crop_size where its recipe's differ from
-    the default's."""
-    reference = namespace.get('REFERENCE') or {}
-    variant = variant_of(namespace, settings)
-    if variant == variant_of(namespace):
-        return reference
-    inherited = {k: v for k, v in reference.items() if k == 'total_batch'}
-    listed = (namespace.get('REFERENCES') or {}).get(variant)
-    return {**inherited, **listed} if listed else inherited
 
 
 def choose(setting, value, table):
     """table[value], or a clear error listing the choices (BACKBONE = 'r50-d8' -> its entry)."""
     if value not in table:
-        from common.errors import SetupError
         raise SetupError(f'{setting} = {value!r} is not one of: {", ".join(table)}',
                          f'pass {flag_name(setting)} with one of those, or edit the script')
     return table[value]

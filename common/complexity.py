@@ -16,38 +16,29 @@ Results are cached in benchmarks/complexity_cache.json under `train_x|variant|Hx
 config>`: a changed model (or variant, or size) is measured again, an unchanged one never.
 """
 import argparse
-import copy
 import hashlib
 import json
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
+from common import cli, config, files, scripts
+
 CACHE = 'benchmarks/complexity_cache.json'
 SIZE = (512, 512)
-
-
-def _strip(node, keys=('pretrained', 'init_cfg')):
-    if isinstance(node, dict):
-        return {k: _strip(v, keys) for k, v in node.items() if k not in keys}
-    if isinstance(node, (list, tuple)):
-        return [_strip(v, keys) for v in node]
-    return node
 
 
 def model_config(module, variant=None):
     """(model dict, custom_imports) the script builds for `variant` (None: its default), with
     SyncBN as BN and no pretrained weights or init_cfg."""
-    from common import cli, runtime
     argv = ['--no-pretrained']
-    setting = cli.variant_setting(vars(module))  # BACKBONE, or HEAD
+    setting = scripts.variant_setting(vars(module))  # BACKBONE, or HEAD
     if variant is not None and setting:
         argv += [cli.flag_name(setting), variant]
     cfg = module.build_config(cli.parse(vars(module), argv))
-    model = json.loads(json.dumps(_strip(cfg['model']), default=str))
-    runtime.sync_bn_to_bn(model)
+    model = json.loads(json.dumps(config.without_pretrained(cfg['model']), default=str))
+    config.sync_bn_to_bn(model)
     return model, cfg.get('custom_imports')
 
 
@@ -56,56 +47,21 @@ def cache_key(script, variant, size, model):
     return f'{script}|{variant}|{size[0]}x{size[1]}|{digest}'
 
 
-def analyze(model, inputs):
-    """mmengine's FlopAnalyzer over one forward of `model` on `inputs`, quiet, counts computed (one
-    multiply-add = one FLOP). Also used by --flops (common/inference.py)."""
-    import torch
-    from mmengine.analysis import FlopAnalyzer
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # tracer warnings about shape-dependent Python branches
-        analyzer = FlopAnalyzer(model, (inputs,))
-        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
-        analyzer.total()  # runs the trace inside the quiet block
-    return analyzer
-
-
 def measure(model_cfg, size=SIZE, custom_imports=None):
     """Build the model on the CPU and count. Returns dict(params, params_total, flops, seconds)."""
     import torch
     from mmengine.analysis import parameter_count
-    from mmengine.config import ConfigDict
-    from mmengine.utils import import_modules_from_strings
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-
-    register_all_modules()
-    if custom_imports:
-        import_modules_from_strings(**custom_imports)
+    from common.infer.flops import analyze
+    from common.infer.model import Logits, build
     start = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # mmseg's deprecation notes about its own loss builders
-        # A ConfigDict, as the Runner gives it: mmdet's heads read their settings as attributes.
-        segmentor = MODELS.build(ConfigDict(copy.deepcopy(model_cfg)))
+        segmentor = build(model_cfg, custom_imports, on='cpu')
     params_total = sum(p.numel() for p in segmentor.parameters())
     if getattr(segmentor, 'auxiliary_head', None) is not None:
         segmentor.auxiliary_head = None  # training-only, as get_flops.py
-
-    height, width = size
-    metas = [dict(img_shape=(height, width), ori_shape=(height, width), pad_shape=(height, width),
-                  batch_input_shape=(height, width), padding_size=[0, 0, 0, 0])]
-
-    class WholeImage(torch.nn.Module):
-        """One image in, per-class logits at the input size out: what the test loop computes."""
-
-        def __init__(self):
-            super().__init__()
-            self.segmentor = segmentor
-
-        def forward(self, inputs):
-            return self.segmentor.encode_decode(inputs, metas)
-
-    model = WholeImage().eval()
-    flops = analyze(model, torch.rand(1, 3, height, width)).total()
+    model = Logits(segmentor).eval()  # one image in, per-class logits at the input size out
+    flops = analyze(model, torch.rand(1, 3, *size) * 255).total()
     return dict(params=int(parameter_count(model)['']), params_total=int(params_total), flops=int(flops),
                 seconds=round(time.time() - start, 1))
 
@@ -118,21 +74,16 @@ def _read(path):
 
 
 def _write(path, cache):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix('.tmp')
-    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True) + '\n')
-    os.replace(tmp, path)
+    files.atomic_write(json.dumps(cache, indent=1, sort_keys=True) + '\n', str(path))
 
 
 def lookup(script, variant=None, size=SIZE, cache=CACHE, root='.'):
     """Complexity of train_<script>.py's `variant` at `size`: from the cache, else measured and
     stored. Returns dict(params, params_total, flops, ...); raises what building the model raises."""
-    from common import cli
-    module = cli.load_script(script, root)
+    module = scripts.load(script, root)
     script = module.__name__
     if variant is None:
-        variant = cli.variant_name(vars(module))
+        variant = scripts.variant_name(vars(module))
     model, custom_imports = model_config(module, variant)
     key = cache_key(script, variant, size, model)
     if key in _read(cache):
@@ -144,18 +95,13 @@ def lookup(script, variant=None, size=SIZE, cache=CACHE, root='.'):
     return found
 
 
-def _parse_size(text):
-    parts = [int(p) for p in text.replace('x', ',').split(',') if p]
-    return tuple(parts * 2) if len(parts) == 1 else tuple(parts)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('models', nargs='*', help='fcn, segformer:mit-b2 ... (default: every train_*.py)')
-    parser.add_argument('--size', type=_parse_size, default=SIZE, metavar='H,W', help='input size (default 512,512)')
+    parser.add_argument('--size', type=cli.parse_size, default=SIZE, metavar='H,W', help='input size (default 512,512)')
     parser.add_argument('--cache', default=CACHE, help=f'cache file (default {CACHE})')
     args = parser.parse_args(argv)
-    models = args.models or sorted(p.stem.removeprefix('train_') for p in Path('.').glob('train_*.py'))
+    models = args.models or scripts.all_names(Path('.'))
     print(f'{"model":28} {"params (M)":>10} {"GFLOPs":>9}   at {args.size[0]}x{args.size[1]}')
     failed = 0
     for entry in models:

@@ -12,7 +12,7 @@ wheel: `blocks.N` -> `layers.N`, `norm1/norm2` -> `ln1/ln2`, `attn.qkv` -> `attn
 `attn.proj` -> `attn.attn.out_proj`, `mlp.fc1` -> `ffn.layers.0.0`, `mlp.fc2` -> `ffn.layers.1`,
 `patch_embed.proj` -> `patch_embed.projection`, the final `norm` -> `ln1`; the classifier
 (`head.*`) is dropped. A `{'model': ...}` (DeiT) or `{'state_dict': ...}` (timm) wrapper is
-unwrapped. The source is read without running code from it (common.safe_load).
+unwrapped. The source is read without running code from it (common.checkpoints).
 
 The converted file keeps its source's name plus `_mmseg`, so the name says where it came from and
 the source (whose name carries its sha256 prefix) is never overwritten. The recipes' own names for
@@ -25,11 +25,10 @@ by default) and, where `final_norm=False`, the final norm `ln1`. Training logs t
 keys; nothing is left uninitialised.
 """
 import argparse
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
-from common.errors import SetupError
+from common.errors import SetupError, reported
 
 # Renames inside a transformer block (after `blocks.` -> `layers.`), as vit2mmseg.py does them.
 BLOCK_RENAMES = (
@@ -109,22 +108,17 @@ def main(argv=None):
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='load SRC with full pickle (can run code from the file): only for files you trust')
     args = parser.parse_args(argv)
-    try:
+    with reported():
         dst = Path(args.dst) if args.dst else default_destination(args.src)
         if dst.resolve() == Path(args.src).resolve():
             raise SetupError(f'DST is SRC ({dst}): the source would be overwritten',
                              'name another output file, or leave DST out')
         import torch
-        from common import safe_load
-        checkpoint = safe_load.load(args.src, trust=args.trust_checkpoint, what='ViT checkpoint')
+        from common import checkpoints
+        checkpoint = checkpoints.load(args.src, trust=args.trust_checkpoint, what='ViT checkpoint')
         converted, dropped = convert(unwrap(checkpoint))
         dst.parent.mkdir(parents=True, exist_ok=True)
         torch.save(converted, dst)
-    except SetupError as err:
-        print(f'ERROR: {err.what}', file=sys.stderr)
-        if err.fix:
-            print(f'  -> {err.fix}', file=sys.stderr)
-        sys.exit(2)
     layers = len({k.split('.')[1] for k in converted if k.startswith('layers.')})
     width = converted['cls_token'].shape[-1]
     print(f'wrote {dst}: {len(converted)} tensors, {layers} layers, width {width}'

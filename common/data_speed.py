@@ -22,8 +22,8 @@ HEADROOM = 1.5  # workers must outpace the GPU: image sizes, and so batch times,
 
 def load_settings(script, flags):
     """The script's settings with `flags` applied, and its build_config."""
-    from common import cli
-    module = cli.load_script(script, Path.cwd())
+    from common import cli, scripts
+    module = scripts.load(script, Path.cwd())
     return cli.parse(vars(module), flags), module.build_config
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from common import cli
+
 # ADE20K class ids (1-based, as in the label PNGs) and a colour per class.
 DEMO_CLASSES = {1: 'wall', 3: 'sky', 4: 'floor', 5: 'tree', 7: 'road', 10: 'grass', 22: 'water', 13: 'person'}
 _COLOURS = {1: (200, 190, 170), 3: (110, 160, 235), 4: (140, 90, 50), 5: (30, 110, 40),
@@ -75,7 +77,7 @@ def main(argv=None):
     parser.add_argument('--size', default='128x96', help='WIDTHxHEIGHT')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    width, height = (int(v) for v in args.size.lower().split('x'))
+    width, height = cli.parse_size(args.size)  # in the flag's order: WIDTHxHEIGHT
     root = write(args.out_dir, args.train, args.val, (width, height), args.seed)
     print(f'wrote {args.train} training and {args.val} validation images to {root}')
 

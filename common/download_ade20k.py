@@ -8,12 +8,11 @@ The sha1 checked is the one published with the widely used ADE20K download scrip
 """
 import argparse
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
 from common.download import digest_of, download
-from common.errors import SetupError
+from common.errors import SetupError, reported
 
 URL = 'http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip'
 CHECKSUM = 'sha1:219e1696abb36c8ba3a3afe7fb2f4b4606a897c7'
@@ -62,11 +61,8 @@ def main(argv=None):
     parser.add_argument('--archive', help='an ADEChallengeData2016.zip already on disk')
     parser.add_argument('--url', default=URL)
     args = parser.parse_args(argv)
-    try:
+    with reported():
         target = fetch(args.out, url=args.url, archive=args.archive)
-    except SetupError as err:
-        print(f'ERROR: {err}', file=sys.stderr)
-        sys.exit(2)
     print(f'ADE20K ready at {target}')
 
 

@@ -10,10 +10,9 @@ name are the start of its sha256, which is what the fetch checks.
 import argparse
 import os
 import re
-import sys
 from pathlib import Path
 
-from common.errors import SetupError
+from common.errors import SetupError, reported
 
 PRETRAIN_DIR = Path(__file__).resolve().parents[1] / 'pretrain'
 _MMSEG = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain'
@@ -133,6 +132,18 @@ def resolve(setting, default_file):
     return setting
 
 
+def init_cfg(setting, default_file, prefix=None):
+    """A backbone `init_cfg` loading the file the PRETRAINED setting names (resolve), or None (random
+    init: --no-pretrained). `prefix`: the key prefix to take from the file ('backbone.')."""
+    path = resolve(setting, default_file)
+    if path is None:
+        return None
+    init = dict(type='Pretrained', checkpoint=path)
+    if prefix:
+        init['prefix'] = prefix
+    return init
+
+
 def fetch_command(name):
     return f'python -m common.pretrained fetch {name}'
 
@@ -213,12 +224,9 @@ def main(argv=None):
         names = list(FILES) if args.all else args.names
         if not names:
             parser.error('name the files to fetch, or --all')
-        try:
+        with reported():
             for name in names:
                 fetch(name, force=args.force)
-        except SetupError as err:
-            print(f'ERROR: {err}', file=sys.stderr)
-            sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -12,6 +12,24 @@ def steps(s):
     return dict(max_iters=s.MAX_ITERS, val_interval=s.VAL_INTERVAL, accumulate=s.ACCUMULATE)
 
 
+def end_iter(max_iters, accumulate=1):
+    """The loader iteration where a schedule ends: MAX_ITERS optimizer steps of ACCUMULATE iterations."""
+    return max_iters * accumulate
+
+
+def warmup_then(decay, *, warmup_iters, start_factor, max_iters, accumulate=1):
+    """[LinearLR from `start_factor` x LR over WARMUP_ITERS steps] + [`decay` (a scheduler dict
+    without begin/end) from there to the end], in loader iterations. A run shorter than its warmup (a
+    smoke test, a benchmark) is all warmup but its last iteration; no warmup: `decay` alone."""
+    end = end_iter(max_iters, accumulate)
+    warmup = min(warmup_iters * accumulate, end - 1)
+    schedulers = []
+    if warmup > 0:
+        schedulers.append(dict(type='LinearLR', start_factor=start_factor, by_epoch=False, begin=0, end=warmup))
+    schedulers.append(dict(decay, begin=warmup, end=end, by_epoch=False))
+    return schedulers
+
+
 def _optim_wrapper(optimizer, amp, accumulate, clip_grad=None, paramwise_cfg=None, constructor=None):
     wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic') if amp else dict(type='OptimWrapper')
     wrapper.update(optimizer=optimizer, clip_grad=clip_grad)
@@ -25,7 +43,7 @@ def _optim_wrapper(optimizer, amp, accumulate, clip_grad=None, paramwise_cfg=Non
 
 
 def _loops(max_iters, val_interval, accumulate):
-    return dict(train_cfg=dict(type='IterBasedTrainLoop', max_iters=max_iters * accumulate,
+    return dict(train_cfg=dict(type='IterBasedTrainLoop', max_iters=end_iter(max_iters, accumulate),
                                val_interval=val_interval * accumulate),
                 val_cfg=dict(type='ValLoop'), test_cfg=dict(type='TestLoop'))
 
@@ -37,7 +55,7 @@ def sgd_poly(*, lr, max_iters, val_interval, momentum=0.9, weight_decay=5e-4, et
     return dict(
         optim_wrapper=_optim_wrapper(optimizer, amp, accumulate, clip_grad, paramwise_cfg),
         param_scheduler=[dict(type='PolyLR', eta_min=eta_min, power=power, begin=0,
-                              end=max_iters * accumulate, by_epoch=False)],
+                              end=end_iter(max_iters, accumulate), by_epoch=False)],
         **_loops(max_iters, val_interval, accumulate))
 
 
@@ -54,14 +72,8 @@ def adamw_poly(*, lr, max_iters, val_interval, weight_decay=0.01, betas=(0.9, 0.
         optimizer['betas'] = tuple(betas)
     if eps is not None:
         optimizer['eps'] = eps
-    end = max_iters * accumulate
-    # A run shorter than the warmup (a smoke test, a benchmark) is all warmup but its last step.
-    warmup = min(warmup_iters * accumulate, end - 1)
-    schedulers = []
-    if warmup:
-        schedulers.append(dict(type='LinearLR', start_factor=warmup_start_factor, by_epoch=False,
-                               begin=0, end=warmup))
-    schedulers.append(dict(type='PolyLR', eta_min=eta_min, power=power, begin=warmup, end=end, by_epoch=False))
+    schedulers = warmup_then(dict(type='PolyLR', eta_min=eta_min, power=power), warmup_iters=warmup_iters,
+                             start_factor=warmup_start_factor, max_iters=max_iters, accumulate=accumulate)
     return dict(optim_wrapper=_optim_wrapper(optimizer, amp, accumulate, clip_grad, paramwise_cfg, constructor),
                 param_scheduler=schedulers, **_loops(max_iters, val_interval, accumulate))
 

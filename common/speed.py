@@ -18,10 +18,11 @@ The scripts' configs are the recipes (what `--dump-config` writes and the recipe
                     and a deeper prefetch on a GPU.
 
 cuDNN autotuning (`cudnn_benchmark`) is on in every run (common.runtime.defaults). What a run
-used is printed at start and written to summary.json (`speed`).
+uses is `plan(s)`, a dict passed to whatever needs it (the run, the banner, summary.json's `speed`,
+evaluation); nothing is stored on the settings.
 """
 import functools
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 
 import torch
 from mmengine.optim import OptimWrapper
@@ -122,9 +123,14 @@ def set_global_flags(speed):
         torch.set_float32_matmul_precision('high')
 
 
-def autocast_dtype(precision):
-    """The torch dtype autocast runs in for 'bf16' or 'fp16'."""
-    return getattr(torch, DTYPE_NAMES[precision])
+def autocast(device_type, dtype):
+    """The autocast region of a run: `dtype` a torch dtype name ('bfloat16', 'float16') or a
+    precision ('bf16', 'fp16'); fp32 or None: no autocast. Training (AutocastOptimWrapper), the
+    validation and test loops and --eval-only all run under this one helper."""
+    dtype = DTYPE_NAMES.get(dtype, dtype)
+    if dtype in (None, 'fp32', 'float32'):
+        return nullcontext()
+    return torch.autocast(device_type, dtype=getattr(torch, dtype))
 
 
 def _device_type(model):
@@ -139,21 +145,21 @@ class AutocastOptimWrapper(OptimWrapper):
 
     def __init__(self, dtype='bfloat16', **kwargs):
         super().__init__(**kwargs)
-        self.dtype = getattr(torch, dtype)
+        self.dtype = dtype
 
     @contextmanager
     def optim_context(self, model):
-        with super().optim_context(model), torch.autocast(_device_type(model), dtype=self.dtype):
+        with super().optim_context(model), autocast(_device_type(model), self.dtype):
             yield
 
 
 class _AutocastLoopMixin:
     def __init__(self, runner, dataloader, evaluator, dtype='bfloat16'):
         super().__init__(runner, dataloader, evaluator, fp16=False)
-        self.dtype = getattr(torch, dtype)
+        self.dtype = dtype
 
     def run_iter(self, idx, data_batch):
-        with torch.autocast(_device_type(self.runner.model), dtype=self.dtype):
+        with autocast(_device_type(self.runner.model), self.dtype):
             super().run_iter(idx, data_batch)
 
 

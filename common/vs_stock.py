@@ -31,8 +31,8 @@ def reference_config(script):
     """The recipe config a script mirrors (its REFERENCE['config']), and that config's per-GPU batch."""
     import mmseg
     from mmengine.config import Config
-    from common import cli
-    config = cli.load_script(script).REFERENCE['config']
+    from common import scripts
+    config = scripts.load(script).REFERENCE['config']
     path = Path(mmseg.__file__).parent / '.mim' / 'configs' / config
     return config, int(Config.fromfile(str(path)).train_dataloader.batch_size)
 
@@ -119,7 +119,7 @@ def main(argv=None):
     parser.add_argument('--batches', default='stock,2', help="per-GPU batches: 'stock' (the recipe's) and/or numbers")
     parser.add_argument('--iters', type=int, default=60)
     parser.add_argument('--warmup', type=int, default=20, help="stock: iterations left out of its median "
-                        "(ours leaves out its own first few: common.runtime._steady)")
+                        "(ours leaves out its own first few: common.train._steady)")
     parser.add_argument('--stock-script', type=Path, default=STOCK_SCRIPT)
     parser.add_argument('--timeout', type=int, default=1800, help='seconds per run')
     parser.add_argument('--out', type=Path, default=Path('benchmarks/vs_stock'))

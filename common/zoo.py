@@ -11,7 +11,7 @@ import argparse
 import re
 from pathlib import Path
 
-from common import cli, runtime
+from common import cli, config, scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK, END = '<!-- SCRIPTS-TABLE -->', '<!-- SCRIPTS-TABLE-END -->'
@@ -21,18 +21,17 @@ OPS = {'PSAHead': 'mmcv PSAMask op', 'mmdet.MSDeformAttnPixelDecoder': 'mmcv Mul
 
 
 def needs(cfg):
-    found = [f'{pkg}' for pkg in runtime.required_packages(cfg)]
-    types = set()
-    runtime._walk(cfg, lambda node: types.add(node.get('type')))
+    found = [f'{pkg}' for pkg in config.required_packages(cfg)]
+    types = config.types_in(cfg)
     found += [op for kind, op in OPS.items() if kind in types]
-    found += [f'converted checkpoint ({Path(p).name})' for p in runtime.pretrained_paths(cfg)
+    found += [f'converted checkpoint ({Path(p).name})' for p in config.pretrained_paths(cfg)
               if p.endswith('_mmseg.pth')]
     return ', '.join(found) or '-'
 
 
 def rows():
     for path in sorted(ROOT.glob('train_*.py')):
-        module = cli.load_script(path)
+        module = scripts.load(path)
         ref = module.REFERENCE
         cfg = module.build_config(cli.parse(vars(module), []))
         title = module.__doc__.strip().splitlines()[0].split(' on ADE20K')[0].rstrip('.:, ')

@@ -15,8 +15,8 @@ TINY = ['--crop-size', '64', '--batch-per-gpu', '2', '--num-workers', '0', '--lo
 
 def load_script(name):
     """Import train_<x>.py as a module (nothing runs at import)."""
-    from common.cli import load_script as load
-    return load(name, ROOT)
+    from common import scripts
+    return scripts.load(name, ROOT)
 
 
 @pytest.fixture(scope='session')

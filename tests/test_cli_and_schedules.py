@@ -1,7 +1,7 @@
 """Settings become flags, flags land before derived numbers, and the launcher follows the environment."""
 import pytest
 
-from common import cli, runtime, schedules
+from common import cli, dist, schedules, scripts, train
 from common.errors import SetupError
 from conftest import load_script
 
@@ -71,13 +71,13 @@ def test_demo_settings_and_explicit_flags_win():
     ({'SLURM_PROCID': '0', 'SLURM_NTASKS': '1'}, 'none', 1),
 ])
 def test_launcher_from_environment(env, launcher, world):
-    assert runtime.launcher_from_env(env) == launcher
-    assert runtime.world_size_from_env(env) == world
+    assert dist.launcher_from_env(env) == launcher
+    assert dist.world_size_from_env(env) == world
 
 
 def test_banner_offers_accumulation_to_keep_the_reference_batch():
     module, s = parse([])
-    text = runtime.banner(s, module.REFERENCE, world=1)
+    text = train.banner(s, world=1)
     assert 'total batch 2 = 2/GPU x 1 GPU(s) x accumulate 1' in text and '--accumulate 8' in text
 
 
@@ -86,7 +86,7 @@ def test_a_variant_shows_only_the_reference_numbers_that_are_its_own():
     assert default.reference == module.REFERENCE
     _, b2 = parse(['--backbone', 'mit-b2'])
     assert b2.reference == {'total_batch': 16}  # not B0's 37.41 mIoU, memory and fps
-    text = runtime.banner(b2, b2.reference, world=1)
+    text = train.banner(b2, world=1)
     assert 'no reference numbers listed for BACKBONE=mit-b2' in text and '37.41' not in text
     assert '--accumulate 8' in text
 
@@ -95,7 +95,7 @@ def test_a_listed_variant_shows_its_own_recipe_numbers():
     _, b5 = parse(['--backbone', 'mit-b5'])
     assert b5.reference['config'] == 'segformer/segformer_mit-b5_8xb2-160k_ade20k-512x512.py'
     assert (b5.reference['mIoU'], b5.reference['total_batch']) == (49.13, 16)
-    assert 'reference mIoU 49.13)' in runtime.banner(b5, b5.reference, world=1)
+    assert 'reference mIoU 49.13)' in train.banner(b5, world=1)
 
     fastfcn = load_script('train_fastfcn')  # a HEAD picks the recipe
     aspp = cli.parse(vars(fastfcn), ['--head', 'aspp'])
@@ -104,23 +104,23 @@ def test_a_listed_variant_shows_its_own_recipe_numbers():
 
 def test_a_two_setting_variant_and_its_own_total_batch():
     twins = load_script('train_twins')
-    assert cli.variant_of(vars(twins)) == ('pcpvt-s', 'uperhead')
+    assert scripts.variant_of(vars(twins)) == ('pcpvt-s', 'uperhead')
     svt_l = cli.parse(vars(twins), ['--backbone', 'svt-l'])
     assert (svt_l.reference['mIoU'], svt_l.reference['total_batch']) == (49.65, 16)  # 8 x 2, not the default's 32
     fpn = cli.parse(vars(twins), ['--head', 'fpn'])
     assert (fpn.reference['mIoU'], fpn.reference['total_batch']) == (43.26, 32)
     unlisted = cli.parse(vars(twins), ['--backbone', 'pcpvt-b'])
     assert unlisted.reference == {'total_batch': 32}
-    text = runtime.banner(unlisted, unlisted.reference, world=1)
+    text = train.banner(unlisted, world=1)
     assert 'no reference numbers listed for BACKBONE=pcpvt-b, HEAD=uperhead' in text
 
 
 def test_a_reference_trained_at_another_crop_says_so():
     module = load_script('train_mask2former')
     at_512 = cli.parse(vars(module), ['--backbone', 'swin-l'])
-    assert 'mIoU 56.01 at crop 640x640; this run crops 512x512)' in runtime.banner(at_512, at_512.reference, world=1)
+    assert 'mIoU 56.01 at crop 640x640; this run crops 512x512)' in train.banner(at_512, world=1)
     at_640 = cli.parse(vars(module), ['--backbone', 'swin-l', '--crop-size', '640'])
-    assert 'reference mIoU 56.01)' in runtime.banner(at_640, at_640.reference, world=1)
+    assert 'reference mIoU 56.01)' in train.banner(at_640, world=1)
 
 
 @pytest.mark.parametrize('name', ['train_maskformer', 'train_knet'])

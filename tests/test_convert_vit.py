@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common import convert_vit, safe_load
+from common import convert_vit, checkpoints
 
 DIMS, DEPTH, HEADS, PATCH, IMG = 32, 2, 2, 16, 32
 
@@ -79,7 +79,7 @@ def converted_file(tmp_path, wrapper=None, sd=None):
 def test_converted_checkpoint_loads_with_no_missing_or_unexpected_keys(tmp_path, wrapper):
     sd, dst = converted_file(tmp_path, wrapper)
     assert dst == tmp_path / 'vit_src-0123abcd_mmseg.pth' and dst.is_file()
-    converted = safe_load.load(dst)
+    converted = checkpoints.load(dst)
     model = mmseg_vit()
     result = model.load_state_dict(converted, strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
@@ -104,7 +104,7 @@ def test_converted_checkpoint_loads_with_no_missing_or_unexpected_keys(tmp_path,
 def test_converted_model_computes_what_timm_computes(tmp_path):
     sd, dst = converted_file(tmp_path)
     model = mmseg_vit()
-    model.load_state_dict(safe_load.load(dst), strict=True)
+    model.load_state_dict(checkpoints.load(dst), strict=True)
     x = torch.randn(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours = model(x)[-1]
@@ -126,7 +126,7 @@ def test_recipe_backbones_leave_only_patch_bias_and_final_norm_unused(tmp_path):
     """The recipes' ViT has patch_bias=False (and final_norm=False in SETR/UPerNet): those tensors
     of the file go unused, as with mmseg's own vit2mmseg.py; nothing is missing."""
     _, dst = converted_file(tmp_path)
-    result = mmseg_vit(patch_bias=False, final_norm=False).load_state_dict(safe_load.load(dst), strict=False)
+    result = mmseg_vit(patch_bias=False, final_norm=False).load_state_dict(checkpoints.load(dst), strict=False)
     assert result.missing_keys == []
     assert sorted(result.unexpected_keys) == ['ln1.bias', 'ln1.weight', 'patch_embed.projection.bias']
 

@@ -1,4 +1,4 @@
-"""--eval-only, --predict, --export-onnx and --flops (common/inference.py) on CPU, with checkpoints
+"""--eval-only, --predict, --export-onnx and --flops (common/infer/) on CPU, with checkpoints
 the scripts themselves train for a few iterations on the tiny dataset."""
 import csv
 import json
@@ -71,12 +71,12 @@ def test_eval_only_reproduces_the_training_evaluation(trained, tiny_data, tmp_pa
 def test_eval_only_scores_a_known_prediction(trained, tiny_data, tmp_path):
     """A head that predicts one class everywhere has scores countable by hand: the table must say so."""
     import torch
-    from common import safe_load
+    from common import checkpoints
     module, _, flags, checkpoint = trained('train_fcn')
     counts = np.bincount(np.concatenate([np.asarray(Image.open(p)).ravel() for p in _annotations(tiny_data)]),
                          minlength=151)[1:]
     k = int(counts.argmax())
-    state = safe_load.load(checkpoint)['state_dict']
+    state = checkpoints.load(checkpoint)['state_dict']
     state['decode_head.conv_seg.weight'].zero_()
     state['decode_head.conv_seg.bias'].zero_()[k] = 1
     constant = tmp_path / 'constant.pth'
@@ -187,11 +187,11 @@ def test_onnx_export_names_an_op_onnxruntime_lacks(tiny_data, tmp_path, capsys):
     from mmengine.config import ConfigDict
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
-    from common import cli, runtime
+    from common import cli, config
     module = load_script('train_psanet')
     flags = ['--data-root', tiny_data, '--work-dir', str(tmp_path), *TINY]
     cfg = module.build_config(cli.parse(vars(module), flags))
-    runtime.sync_bn_to_bn(cfg)
+    config.sync_bn_to_bn(cfg)
     register_all_modules()
     checkpoint = tmp_path / 'untrained.pth'  # the error needs no training, only the weights' names
     torch.save(dict(state_dict=MODELS.build(ConfigDict(cfg['model'])).state_dict()), checkpoint)
@@ -225,3 +225,17 @@ def test_missing_files_exit_with_code_2(flags, tiny_data, tmp_path, capsys):
                      *[f.format(**paths) for f in flags]])
     assert exit_.value.code == 2
     assert 'not found' in capsys.readouterr().err
+
+
+def test_a_head_variant_is_recorded_the_same_everywhere(tiny_data, tmp_path):
+    """The variant of a script that picks its recipe by HEAD (here MobileNetV2's FCN head, not its
+    default DeepLabV3) is what summary.json, metrics.json and the ONNX sidecar all record."""
+    module = load_script('train_mobilenetv2')
+    flags = ['--data-root', tiny_data, '--work-dir', str(tmp_path / 'work'), *TINY, '--head', 'fcn']
+    module.main(flags + ['--max-iters', '1', '--val-interval', '1'])
+    checkpoint = str(tmp_path / 'work' / 'iter_1.pth')
+    module.main(flags + ['--eval-only', checkpoint, '--out', str(tmp_path / 'eval')])
+    module.main(flags + ['--export-onnx', checkpoint, '--out', str(tmp_path / 'm.onnx')])
+    recorded = [json.loads(path.read_text())['variant'] for path in
+                (tmp_path / 'work' / 'summary.json', tmp_path / 'eval' / 'metrics.json', tmp_path / 'm.onnx.json')]
+    assert recorded == ['fcn', 'fcn', 'fcn']

@@ -9,7 +9,6 @@ DEVIATIONS names (a script lists only what its docstring explains): 'model' (the
 the built network is still compared unless 'built_model' is listed too), 'built_model',
 'optimizer', 'paramwise_cfg', 'clip_grad', 'constructor', 'wrapper_type', 'param_scheduler',
 'max_iters', 'pipelines', 'dataset', 'evaluator', 'test_cfg', 'custom_imports'."""
-import copy
 import json
 import os
 
@@ -35,38 +34,17 @@ def plain(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def without_weights(model, keys=('pretrained', 'init_cfg')):
-    """The model dict without where its weights come from (URL in the recipe, pretrain/ here)."""
-    model = copy.deepcopy(model)
-
-    def visit(node):
-        if isinstance(node, dict):
-            for key in keys:
-                node.pop(key, None)
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                visit(value)
-    visit(model)
-    return model
-
-
 def strip(model):
-    return plain(without_weights(model))
+    """The model dict without where its weights come from (URL in the recipe, pretrain/ here)."""
+    from common import config
+    return plain(config.without_pretrained(model))
 
 
 def build(model_cfg):
-    """Build as mmengine does: a ConfigDict (mmdet heads read attributes) keeping tuples (FastFCN's
-    JPU asserts on them)."""
-    from mmengine.config import ConfigDict
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-    from common import runtime
-    register_all_modules()
-    cfg = without_weights(model_cfg)
-    runtime.sync_bn_to_bn(cfg)
-    return MODELS.build(ConfigDict(cfg))
+    """Build as mmengine does (common.infer.model.build: a ConfigDict, tuples kept, SyncBN as BN, no
+    weight file read)."""
+    from common.infer.model import build
+    return build(model_cfg, on='cpu')
 
 
 def _inner(dataset):
@@ -154,10 +132,10 @@ def test_listed_variant_references_are_recipes_of_the_wheel(name):
     """Each REFERENCES entry names a variant the script builds, a config file the mmseg wheel ships,
     and the mIoU the script's docstring quotes for it (one source of truth, checked both ways)."""
     import mmseg
-    from common import cli
+    from common import scripts
     module = load_script(name)
     configs = os.path.join(os.path.dirname(mmseg.__file__), '.mim', 'configs')
-    settings = [n for n in cli.VARIANT_SETTINGS if hasattr(module, n)]  # BACKBONE picks from BACKBONES...
+    settings = [n for n in scripts.VARIANT_SETTINGS if hasattr(module, n)]  # BACKBONE picks from BACKBONES...
     tables = [getattr(module, f'{n}S') for n in settings]
     for variant, entry in module.REFERENCES.items():
         choices = variant if isinstance(variant, tuple) else (variant,)
@@ -165,5 +143,5 @@ def test_listed_variant_references_are_recipes_of_the_wheel(name):
         assert os.path.isfile(os.path.join(configs, entry['config'])), entry['config']
         assert f"{entry['mIoU']:.2f}" in module.__doc__, (variant, entry['mIoU'])
         chosen = dict(zip(settings, choices))
-        if cli.variant_of(vars(module), chosen) != cli.variant_of(vars(module)):
-            assert cli.reference_for(vars(module), chosen)['mIoU'] == entry['mIoU']
+        if scripts.variant_of(vars(module), chosen) != scripts.variant_of(vars(module)):
+            assert scripts.reference_for(vars(module), chosen)['mIoU'] == entry['mIoU']

@@ -1,5 +1,5 @@
 """Nothing lost: real training subprocesses killed, pre-empted, diverging, out of disk, on bad data,
-and on two processes. Faults are injected at exact points with ADE_TRAIN_FAULT (common/resilience.py)."""
+and on two processes. Faults are injected at exact points with ADE_TRAIN_FAULT (common/faults.py)."""
 import json
 import os
 import signal
@@ -140,8 +140,8 @@ def test_disk_full_while_saving(tiny_data, tmp_path):
     proc = train(tmp_path, tiny_data, 'enospc@save=3')
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert 'No space left on device' in proc.stderr and 'iter_2.pth is complete' in proc.stderr
-    from common import safe_load
-    assert safe_load.load(tmp_path / 'iter_2.pth')['meta']['iter'] == 2
+    from common import checkpoints
+    assert checkpoints.load(tmp_path / 'iter_2.pth')['meta']['iter'] == 2
     assert not (tmp_path / 'iter_4.pth').exists() and not list(tmp_path.glob('.*.tmp'))
 
 

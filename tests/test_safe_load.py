@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from common import safe_load
+from common import checkpoints
 from common.errors import SetupError
 
 
@@ -35,11 +35,11 @@ def mmengine_like_checkpoint():
 def test_mmengine_checkpoint_loads_safely(tmp_path):
     path = tmp_path / 'ok.pth'
     torch.save(mmengine_like_checkpoint(), path)
-    ckpt = safe_load.load(path)
+    ckpt = checkpoints.load(path)
     assert ckpt['meta']['message_hub']['log_scalars']['train/loss'].mean() == pytest.approx(1.25)
     assert ckpt['meta']['iter'] == 4000
     # mmengine's own torch.load calls (resume, load_from) are safe and work too once installed.
-    safe_load.install()
+    checkpoints.install()
     assert torch.load(path)['meta']['seed'] == 0
 
 
@@ -48,10 +48,10 @@ def test_code_in_a_checkpoint_is_refused_and_never_runs(tmp_path):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'payload': _CreatesAFile(str(marker))}, path)
     with pytest.raises(SetupError) as err:
-        safe_load.load(path)
+        checkpoints.load(path)
     assert 'was refused' in str(err.value) and '--trust-checkpoint' in str(err.value)
     assert not marker.exists()
-    safe_load.install()
+    checkpoints.install()
     with pytest.raises(Exception):
         torch.load(path)  # what mmengine calls: refused as well
     assert not marker.exists()
@@ -62,10 +62,10 @@ def test_trust_checkpoint_loads_the_old_way(tmp_path):
     path = tmp_path / 'trusted.pth'
     torch.save({'payload': _CreatesAFile(str(marker))}, path)
     try:
-        safe_load.load(path, trust=True)
+        checkpoints.load(path, trust=True)
         assert marker.exists()
     finally:
-        safe_load.install(trust=False)
+        checkpoints.install(trust=False)
 
 
 def test_damaged_file_is_a_clear_error(tmp_path):
@@ -73,7 +73,7 @@ def test_damaged_file_is_a_clear_error(tmp_path):
     torch.save(mmengine_like_checkpoint(), path)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(SetupError, match='cannot be read'):
-        safe_load.load(path)
+        checkpoints.load(path)
 
 
 def test_load_from_refuses_evil_checkpoint_before_training(tmp_path, capsys, tiny_data):
@@ -95,8 +95,8 @@ def test_a_fresh_process_loads_a_real_training_checkpoint(tmp_path):
     from conftest import ROOT
     path = tmp_path / 'ckpt.pth'
     torch.save(mmengine_like_checkpoint(), path)
-    code = ('import sys; sys.path.insert(0, "."); from common import safe_load; '
-            f'print(safe_load.load({str(path)!r})["meta"]["message_hub"]["log_scalars"]["train/loss"].mean())')
+    code = ('import sys; sys.path.insert(0, "."); from common import checkpoints; '
+            f'print(checkpoints.load({str(path)!r})["meta"]["message_hub"]["log_scalars"]["train/loss"].mean())')
     proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == '1.25'

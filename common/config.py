@@ -1,0 +1,72 @@
+"""Reading and adjusting a config tree (the dict a script's build_config returns).
+
+Nothing here knows a model: these walk the tree and find or change nodes by their keys.
+"""
+import copy
+from pathlib import Path
+
+
+def walk(node, visit):
+    """Call `visit(d)` on every dict in the tree, depth first."""
+    if isinstance(node, dict):
+        visit(node)
+        for value in node.values():
+            walk(value, visit)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            walk(value, visit)
+
+
+def types_in(cfg):
+    """Every `type` named in the tree."""
+    found = set()
+    walk(cfg, lambda node: found.add(node.get('type')))
+    found.discard(None)
+    return found
+
+
+def pretrained_paths(cfg):
+    """Every weight file the model's initialisation will read."""
+    found = []
+
+    def visit(node):
+        if isinstance(node.get('pretrained'), str):
+            found.append(node['pretrained'])
+        if node.get('type') == 'Pretrained' and isinstance(node.get('checkpoint'), str):
+            found.append(node['checkpoint'])
+    walk(cfg.get('model', {}), visit)
+    return found
+
+
+def required_packages(cfg):
+    """Packages named by scoped types in the config ('mmdet.DiceLoss' -> mmdet)."""
+    scopes = {kind.split('.')[0] for kind in types_in(cfg) if isinstance(kind, str) and '.' in kind}
+    return sorted(scopes & {'mmdet', 'mmpretrain'})
+
+
+def sync_bn_to_bn(cfg):
+    """PyTorch's SyncBatchNorm runs only on GPUs; on a CPU (tests, the demo, gloo DDP) use BN. In eval
+    mode SyncBN computes what BN does, so offline use (evaluation, ONNX, FLOPs) takes BN too."""
+    def visit(node):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+    walk(cfg, visit)
+    return cfg
+
+
+def without_pretrained(node, keys=('pretrained', 'init_cfg')):
+    """A copy of the tree without where its weights come from (`pretrained` files, `init_cfg`): a
+    model built from it reads no file (a checkpoint or nothing gives its weights)."""
+    if isinstance(node, dict):
+        return {k: without_pretrained(v, keys) for k, v in node.items() if k not in keys}
+    if isinstance(node, (list, tuple)):
+        return type(node)(without_pretrained(v, keys) for v in node)
+    return node
+
+
+def dump(cfg, path):
+    """The complete resolved config as a file `mmengine.Config.fromfile` loads."""
+    from mmengine.config import Config
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Config(copy.deepcopy(cfg)).dump(path)
+    return path

@@ -1,0 +1,63 @@
+"""Test-only fault injection: ADE_TRAIN_FAULT makes a run fail at an exact point, so the tests can
+prove with real processes that nothing is lost (tests/test_resilience.py). Never set it otherwise.
+
+    ADE_TRAIN_FAULT=sigkill@iter=3      SIGKILL after the 3rd training iteration's hooks
+    ADE_TRAIN_FAULT=sigkill@val=5       SIGKILL after the 5th validation iteration (counted over the run)
+    ADE_TRAIN_FAULT=sigkill@save=2      SIGKILL halfway through writing the 2nd file (common/files.py)
+    ADE_TRAIN_FAULT=enospc@save=2       "No space left on device" halfway through the 2nd file
+    ADE_TRAIN_FAULT=nan@iter=3          every loss term of the 3rd iteration becomes NaN
+    ADE_TRAIN_FAULT=sigterm@iter=3      SIGTERM (pre-emption) after the 3rd iteration
+
+Several are comma-separated; ADE_TRAIN_FAULT_RANK=1 limits them to that rank of a DDP run.
+"""
+import os
+import signal
+
+
+def _parse(env=os.environ):
+    only_rank = env.get('ADE_TRAIN_FAULT_RANK')  # e.g. '1': one rank of a DDP run dies
+    if only_rank is not None and env.get('RANK', '0') != only_rank:
+        return {}
+    faults = {}
+    for item in filter(None, (part.strip() for part in env.get('ADE_TRAIN_FAULT', '').split(','))):
+        kind, _, where = item.partition('@')
+        point, _, count = where.partition('=')
+        faults[(kind, point)] = int(count or 1)
+    return faults
+
+
+FAULTS = _parse()
+_counters = {}
+
+
+def due(kind, point):
+    """True once, when `point` is reached for the configured n-th time under fault `kind`."""
+    target = FAULTS.get((kind, point))
+    if target is None:
+        return False
+    _counters[(kind, point)] = _counters.get((kind, point), 0) + 1
+    return _counters[(kind, point)] == target
+
+
+def maybe_signal(point):
+    """Kill or signal this process if a fault is configured for this point."""
+    if not FAULTS:
+        return
+    if due('sigkill', point):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if due('sigterm', point):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def install_nan_losses():
+    """`nan@iter=N`: every loss term of the N-th iteration becomes NaN, as in a real divergence."""
+    if ('nan', 'iter') not in FAULTS:
+        return
+    from mmengine.model import BaseModel
+    original = BaseModel.parse_losses
+
+    def parse_losses(self, losses):
+        if due('nan', 'iter'):
+            losses = {k: v * float('nan') if 'loss' in k else v for k, v in losses.items()}
+        return original(self, losses)
+    BaseModel.parse_losses = parse_losses

@@ -1,0 +1,119 @@
+"""--eval-only: score a checkpoint on the validation split, as the training run's evaluation does.
+
+Writes to --out (default WORK_DIR/eval_<checkpoint stem>[_tta]/): per_class.csv, per_class.md (IoU
+and accuracy of the 150 classes) and metrics.json (mIoU, mAcc, aAcc, seconds, the variant, the
+recipe's reference). It runs the recipe's test mode (whole or slide, model.test_cfg) with the same
+IoUMetric as the training run's evaluation, so a checkpoint scores exactly what its run logged.
+"""
+import copy
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import ade20k, checks, scripts, speed
+from common.infer.model import LABEL_OFFSET, ade20k_meta, build_from, device
+
+
+def _quiet_mmengine_logger():
+    """Raise the current MMLogger's level: IoUMetric logs its own per-class table, we write ours."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    previous = logger.level
+    logger.setLevel(logging.WARNING)
+    return lambda: logger.setLevel(previous)
+
+
+def run(cfg, s, plan):
+    """Score CKPT on the validation split, as the training run's evaluation does; write the tables."""
+    from mmengine.registry import METRICS
+    from mmengine.runner import Runner
+    from mmseg.registry import MODELS
+    from tqdm import tqdm
+    loader_cfg = copy.deepcopy(cfg['test_dataloader'])
+    checks.dataset(loader_cfg['dataset']['data_root'], splits=('val',))
+    model = build_from(cfg, s, s.eval_only, '--eval-only')
+    if s.tta:
+        loader_cfg['dataset']['pipeline'] = ade20k.tta_pipeline()
+        model = MODELS.build(dict(cfg.get('tta_model', dict(type='SegTTAModel')), module=model))
+    loader = Runner.build_dataloader(loader_cfg)
+    metric = METRICS.build(copy.deepcopy(cfg['test_evaluator']))
+    metric.dataset_meta = loader.dataset.metainfo
+    mode = cfg['model'].get('test_cfg', {}).get('mode', 'whole') + (' + multi-scale/flip TTA' if s.tta else '')
+    precision = plan['precision']
+    print(f'[{s.SCRIPT}] evaluating {s.eval_only} on {len(loader.dataset)} validation images ({mode}, '
+          f'{device()}, {precision})', flush=True)
+    if precision != 'fp32':
+        speed.keep_deformable_attention_fp32()
+    start = time.perf_counter()
+    with torch.no_grad(), speed.autocast(device(), precision):
+        for batch in tqdm(loader, desc='evaluate', unit='img', dynamic_ncols=True):
+            outputs = model.test_step(batch)
+            metric.process(batch, [output.to_dict() for output in outputs])
+    seconds = time.perf_counter() - start
+
+    restore = _quiet_mmengine_logger()
+    try:
+        summary = {k: float(v) for k, v in metric.compute_metrics(metric.results).items()}  # the run's numbers
+    finally:
+        restore()
+    rows = per_class_rows(metric)
+    out = Path(s.out or Path(s.WORK_DIR) / f'eval_{Path(s.eval_only).stem}{"_tta" if s.tta else ""}')
+    result = dict(checkpoint=str(s.eval_only), model=s.SCRIPT, variant=scripts.variant_name(vars(s)),
+                  data_root=loader_cfg['dataset']['data_root'], mode=mode, tta=bool(s.tta), **summary,
+                  images=len(loader.dataset), seconds=round(seconds, 2),
+                  sec_per_image=round(seconds / max(1, len(loader.dataset)), 4), device=device(), precision=precision,
+                  reference_mIoU=s.reference.get('mIoU_ms' if s.tta else 'mIoU'), recipe=s.reference.get('config'))
+    write_eval(out, rows, result)
+    print(markdown_table(rows, only_present=True))
+    recipe = (f'; the recipe reports {result["reference_mIoU"]}{" ms+flip" if s.tta else ""} on ADE20K'
+              if result['reference_mIoU'] is not None else '')
+    print(f'[{s.SCRIPT}] mIoU {summary["mIoU"]:.2f}  mAcc {summary["mAcc"]:.2f}  aAcc {summary["aAcc"]:.2f}  '
+          f'({len(loader.dataset)} images in {seconds:.1f} s{recipe})')
+    print(f'[{s.SCRIPT}] wrote {out}/per_class.csv, per_class.md, metrics.json', flush=True)
+    return result
+
+
+def per_class_rows(metric):
+    """Per-class IoU and accuracy in percent, from the areas IoUMetric accumulated and with the
+    formula it uses for the means. None where undefined (and left out of the means): IoU of a class
+    neither present nor predicted, accuracy of a class with no ground-truth pixel."""
+    intersect, union, predicted, label = (sum(column) for column in zip(*metric.results))
+    per_class = metric.total_area_to_metrics(intersect, union, predicted, label, ['mIoU'])
+    classes, _ = ade20k_meta()
+
+    def percent(value):
+        return None if np.isnan(value) else round(float(value) * 100, 2)
+    return [dict(index=i, ade_id=i + LABEL_OFFSET, name=name, IoU=percent(per_class['IoU'][i]),
+                 Acc=percent(per_class['Acc'][i]), gt_pixels=int(label[i]), pred_pixels=int(predicted[i]))
+            for i, name in enumerate(classes)]
+
+
+def markdown_table(rows, only_present=False):
+    shown = [r for r in rows if r['gt_pixels'] or r['pred_pixels']] if only_present else rows
+    lines = ['| index | ADE id | class | IoU | Acc | pixels |', '|---:|---:|---|---:|---:|---:|']
+    lines += [f'| {r["index"]} | {r["ade_id"]} | {r["name"]} | {_cell(r["IoU"])} | {_cell(r["Acc"])} | '
+              f'{r["gt_pixels"]} |' for r in shown]
+    return '\n'.join(lines)
+
+
+def _cell(value):
+    return '-' if value is None else f'{value:.2f}'
+
+
+def write_eval(out, rows, result):
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / 'per_class.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: ('' if v is None else v) for k, v in row.items()} for row in rows)
+    head = (f'# {result["model"]} {result["variant"] or ""}: {result["checkpoint"]}\n\n'
+            f'mIoU {result["mIoU"]:.2f}, mAcc {result["mAcc"]:.2f}, aAcc {result["aAcc"]:.2f} on '
+            f'{result["images"]} images ({result["mode"]}). "-": undefined (no pixel of the class in the '
+            'split, nor predicted for IoU), not counted in the means.\n\n')
+    (out / 'per_class.md').write_text(head + markdown_table(rows) + '\n')
+    (out / 'metrics.json').write_text(json.dumps(result, indent=2) + '\n')

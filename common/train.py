@@ -1,0 +1,232 @@
+"""One training run: adapt the config to this machine, build the Runner, train, record the run.
+
+`prepare()` adds what the recipe does not say (launcher, backend, CPU norms, the speed plan, resume);
+`train()` runs mmengine's Runner with the run's hooks (per-iteration record, safety hook) and
+always writes summary.json, whatever stopped the run; `banner()` is what a run prints first.
+"""
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from common import checkpoints, config, dist, files, resilience, scripts, speed, weights_fit
+from common.errors import SetupError
+
+
+# ---------------------------------------------------------------- before the Runner
+
+def prepare(cfg, s, plan):
+    """Adjust the recipe to this machine and run: launcher, backend, speed levers, CPU norms, resume.
+    Returns (checkpoint to resume from or None, its iteration)."""
+    import torch
+    cfg['launcher'] = dist.launcher_from_env()
+    cfg['env_cfg']['dist_cfg']['timeout'] = s.DIST_TIMEOUT_S
+    os.environ.setdefault('TORCH_NCCL_ASYNC_ERROR_HANDLING', '1')  # a dead rank fails the others
+    speed.apply(cfg, plan)
+    speed.set_global_flags(plan)
+    if plan['precision'] != 'fp32':
+        speed.keep_deformable_attention_fp32()  # a no-op for models without it
+    if not torch.cuda.is_available():
+        cfg['env_cfg']['dist_cfg']['backend'] = 'gloo'
+        config.sync_bn_to_bn(cfg)
+        if cfg['launcher'] == 'pytorch':
+            dist.start_cpu_process_group(cfg, s.DIST_TIMEOUT_S)
+    resume_from, resume_iter = (None if s.no_resume else checkpoints.latest(cfg['work_dir'])), 0
+    if resume_from:
+        checkpoint = checkpoints.load(resume_from, trust=s.trust_checkpoint, what='resume checkpoint')
+        resume_iter = int(checkpoint.get('meta', {}).get('iter', 0))
+        cfg.update(resume=True, load_from=resume_from)
+    elif s.load_from:
+        cfg.update(resume=False, load_from=s.load_from)
+    return resume_from, resume_iter
+
+
+def _reference_line(s):
+    reference = s.reference
+    if not reference.get('config'):
+        chosen = ', '.join(f'{name}={getattr(s, name)}' for name in scripts.VARIANT_SETTINGS if hasattr(s, name))
+        return f'no reference numbers listed for {chosen or "this model"}'
+    line = f'recipe: {reference["config"]} (reference mIoU {reference.get("mIoU")}'
+    ref_crop = tuple(reference.get('crop_size', (512, 512)))
+    if ref_crop != tuple(s.CROP_SIZE):  # e.g. a 640 recipe's model at the default 512 crop
+        line += f' at crop {ref_crop[0]}x{ref_crop[1]}; this run crops {s.CROP_SIZE[0]}x{s.CROP_SIZE[1]}'
+    return line + ')'
+
+
+def banner(s, world, plan=None):
+    """The run's first lines: the recipe and its numbers, the total batch against the recipe's, the
+    speed plan, and the --accumulate that restores the recipe's batch."""
+    total = s.BATCH_PER_GPU * world * s.ACCUMULATE
+    ref_total = s.reference.get('total_batch', 16)
+    lines = [f'[{s.SCRIPT}] {_reference_line(s)}',
+             f'[{s.SCRIPT}] total batch {total} = {s.BATCH_PER_GPU}/GPU x {world} GPU(s) x accumulate '
+             f'{s.ACCUMULATE}; the reference trains with {ref_total}']
+    if plan:
+        lines.append(f'[{s.SCRIPT}] speed: {speed.describe(plan)} (PRECISION={s.PRECISION}, '
+                     f'CHANNELS_LAST={s.CHANNELS_LAST}; common/speed.py)')
+    if total != ref_total and ref_total % (s.BATCH_PER_GPU * world) == 0:
+        lines.append(f'[{s.SCRIPT}] to keep {ref_total} on {world} GPU(s): --accumulate '
+                     f'{ref_total // (s.BATCH_PER_GPU * world)}')
+    return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------- recording the run
+
+def _make_recorder(started):
+    from mmengine.hooks import Hook
+
+    class RunRecorder(Hook):
+        """Per-iteration time and data time (mmengine's own figures) and the last evaluation."""
+        priority = 'LOWEST'
+
+        def __init__(self):
+            self.times, self.data_times, self.metrics = [], [], {}
+            self.start_iter, self.startup_s = 0, None
+
+        def before_train(self, runner):
+            self.start_iter = runner.iter  # after a resume: the iteration it continues from
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            hub = runner.message_hub
+            if self.startup_s is None:  # launch to the end of the first iteration: imports, build, workers
+                self.startup_s = round(time.time() - started, 2)
+            self.times.append(float(hub.get_scalar('train/time').current()))
+            self.data_times.append(float(hub.get_scalar('train/data_time').current()))
+
+        def after_val_epoch(self, runner, metrics=None):
+            self.metrics = {k: float(v) for k, v in (metrics or {}).items()}
+
+    return RunRecorder()
+
+
+def _steady(values):
+    """Median of the iterations after start-up (the first few include cuDNN tuning and workers)."""
+    if not values:
+        return None
+    skip = min(5, len(values) // 4)
+    return statistics.median(values[skip:])
+
+
+def summarize(runner, recorder, s, plan, status, wall_s, iters_done=None):
+    """summary.json: what ran, how far, how fast, how well, on what."""
+    import mmcv
+    import mmseg
+    import torch
+    hub = runner.message_hub
+    sec_per_iter, data_time = _steady(recorder.times), _steady(recorder.data_times)
+    world = runner.world_size
+    best_ckpt = hub.get_info('best_ckpt') or ''
+    best_iter = int(best_ckpt.rsplit('_', 1)[-1].split('.')[0]) if best_ckpt.endswith('.pth') else None
+    best = hub.get_info('best_score')
+    cuda = torch.cuda.is_available()
+    reference = s.reference
+    return dict(
+        model=s.SCRIPT, variant=scripts.variant_name(vars(s)), recipe=reference.get('config'),
+        reference_mIoU=reference.get('mIoU'), status=status,
+        start_iter=recorder.start_iter, iters_done=runner.iter if iters_done is None else iters_done,
+        max_iters=runner.max_iters, accumulate=s.ACCUMULATE,
+        world_size=world, batch_per_gpu=s.BATCH_PER_GPU, total_batch=s.BATCH_PER_GPU * world * s.ACCUMULATE,
+        crop_size=list(s.CROP_SIZE), amp=plan['precision'] != 'fp32', precision=plan['precision'],
+        speed=plan, startup_s=recorder.startup_s,
+        mIoU=recorder.metrics.get('mIoU'), mAcc=recorder.metrics.get('mAcc'), aAcc=recorder.metrics.get('aAcc'),
+        best_mIoU=float(best) if best is not None else None, best_iter=best_iter,
+        sec_per_iter=round(sec_per_iter, 4) if sec_per_iter else None,
+        img_per_sec=round(s.BATCH_PER_GPU * world / sec_per_iter, 2) if sec_per_iter else None,
+        data_time=round(data_time, 4) if data_time is not None else None,
+        data_time_share=round(data_time / sec_per_iter, 3) if sec_per_iter and data_time is not None else None,
+        max_mem_mb=round(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
+        max_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        wall_s=round(wall_s, 1),
+        device=torch.cuda.get_device_name() if cuda else f'cpu ({platform.processor() or platform.machine()}, '
+                                                          f'{torch.get_num_threads()} threads)',
+        torch=torch.__version__, mmcv=mmcv.__version__, mmseg=mmseg.__version__,
+    )
+
+
+def save_predictions_picture(runner, path, count=4):
+    """Validation images, their ground truth and the model's prediction, side by side (ADE palette)."""
+    import numpy as np
+    import torch
+    from mmengine.dataset import pseudo_collate
+    from PIL import Image
+    dataset = runner.val_dataloader.dataset
+    palette = np.array(dataset.metainfo['palette'] + [[0, 0, 0]] * (256 - len(dataset.metainfo['palette'])),
+                       np.uint8)
+    palette[255] = 0
+    rows = []
+    model = runner.model
+    model.eval()
+    with torch.no_grad():
+        for index in range(min(count, len(dataset))):
+            sample = model.test_step(pseudo_collate([dataset[index]]))[0]
+            image = np.asarray(Image.open(sample.img_path).convert('RGB'))
+            gt = sample.gt_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+            pred = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+            rows.append(np.concatenate([image, palette[gt], palette[pred]], axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    Image.fromarray(np.concatenate(rows)).save(path)
+    return path
+
+
+# ---------------------------------------------------------------- the run
+
+def train(cfg, s, plan, started):
+    """Build mmengine's Runner from the prepared config and train; summary.json in every case.
+    `started`: when this run began (its summary's startup_s counts from there)."""
+    from mmengine.config import Config
+    checkpoints.install_atomic_writes()
+    runner = speed.runner_class(plan).from_cfg(Config(cfg))
+    recorder = _make_recorder(started)
+    runner.register_hook(recorder)
+    runner.register_hook(resilience.make_guard_hook(s.ON_NONFINITE_LOSS))
+    resilience.install_signal_handlers()
+    start, status, stopped_at = time.time(), 'failed', None
+    try:
+        with weights_fit.must_fit():
+            runner.train()
+        status = 'finished'
+    except resilience.Preempted as stop:
+        status, stopped_at = f'interrupted: {stop} (checkpoint {stop.checkpoint})', stop.iteration
+        print(f'[{s.SCRIPT}] {stop}; saved {stop.checkpoint}. Rerun the same command to resume.', flush=True)
+        raise SystemExit(128 + stop.signum)
+    except resilience.Diverged as exc:
+        status = f'diverged: {exc}'
+        raise SetupError(f'training diverged: {exc}',
+                         f'lower --lr, check the data, or resume from {checkpoints.latest(cfg["work_dir"])}; '
+                         '--on-nonfinite-loss skip skips such steps instead',
+                         exit_code=resilience.EXIT_DIVERGED) from None
+    except KeyboardInterrupt:
+        status = 'interrupted'
+        raise
+    except SetupError as err:
+        status = f'failed: {err.what}'
+        raise
+    except Exception as exc:
+        status = f'failed: {type(exc).__name__}: {exc}'
+        if checkpoints.is_disk_full(exc):
+            raise checkpoints.disk_full_error(exc, cfg['work_dir']) from None
+        traceback.print_exc()
+        raise SystemExit(1)
+    finally:
+        if runner.rank == 0:
+            _write_summary(summarize(runner, recorder, s, plan, status, time.time() - start, stopped_at),
+                           Path(cfg['work_dir']) / 'summary.json', s.SCRIPT)
+    if runner.rank == 0:
+        picture = save_predictions_picture(runner, Path(cfg['work_dir']) / 'predictions.png')
+        print(f'[{s.SCRIPT}] wrote {picture} (image | ground truth | prediction)', flush=True)
+
+
+def _write_summary(summary, path, script):
+    try:
+        files.atomic_write(json.dumps(summary, indent=2) + '\n', str(path), fault_point='save')
+    except OSError as exc:  # a full disk must not hide the error that stopped the run
+        print(f'[{script}] could not write {path}: {exc}', file=sys.stderr)
+    print(f'[{script}] wrote {path}: ' + ', '.join(
+        f'{k}={summary[k]}' for k in ('status', 'iters_done', 'mIoU', 'best_mIoU', 'sec_per_iter',
+                                      'img_per_sec', 'max_mem_mb')), flush=True)

@@ -1,0 +1,84 @@
+"""Does a pretrained file fit the model it initialises? Refuse a run that would train half-random.
+
+mmengine loads a backbone's `init_cfg`/`pretrained` file with `strict=False`: a file of another
+architecture (torchvision's ResNet-50 into ResNetV1c, whose deep stem it lacks) loads "fine" and
+leaves whole layers at their random init, which costs a user a training run to notice.
+`must_fit()` watches every state-dict load during model initialisation, logs unexpected keys, and
+raises SetupError when a file leaves parameters of the module it is loaded into uninitialised.
+Normalisation layers a segmentation backbone adds on top of its classifier (Swin's norm0..3,
+PoolFormer's GroupNorms) start at their identity init by design in the recipes, so those are
+reported, not refused.
+"""
+import sys
+from contextlib import contextmanager
+
+from common.errors import SetupError
+
+IGNORED_MISSING = ('num_batches_tracked', 'relative_position_index')
+
+
+@contextmanager
+def must_fit():
+    """While active, every load_state_dict (mmengine's and torch's) is audited first (above)."""
+    import mmengine.runner.checkpoint as ckpt_module
+    import torch
+    original_mm, original_torch = ckpt_module.load_state_dict, torch.nn.Module.load_state_dict
+    patched_modules = [m for m in list(sys.modules.values())
+                       if getattr(m, 'load_state_dict', None) is original_mm]
+
+    def mm_load(module, state_dict, strict=False, logger=None):
+        audit(getattr(module, 'module', module), state_dict)
+        return original_mm(module, state_dict, strict, logger)
+
+    def torch_load(self, state_dict, strict=True, assign=False):
+        audit(self, state_dict)
+        return original_torch(self, state_dict, strict, assign)
+
+    for module in patched_modules:
+        module.load_state_dict = mm_load
+    torch.nn.Module.load_state_dict = torch_load
+    try:
+        yield
+    finally:
+        for module in patched_modules:
+            module.load_state_dict = original_mm
+        torch.nn.Module.load_state_dict = original_torch
+
+
+def audit(module, state_dict):
+    """Log what `state_dict` does not use; refuse it when it leaves `module`'s tensors random."""
+    from mmengine.logging import print_log
+    expected = set(module.state_dict().keys())
+    given = set(state_dict.keys())
+    missing = sorted(k for k in expected - given if not k.endswith(IGNORED_MISSING))
+    unexpected = sorted(given - expected)
+    name = type(module).__name__
+    if unexpected:
+        print_log(f'[weights] {name}: {len(unexpected)} unexpected keys ignored: {", ".join(unexpected[:8])}'
+                  + (' ...' if len(unexpected) > 8 else ''), logger='current')
+    norms = _norm_layer_keys(module)
+    added_norms = [k for k in missing if k in norms]
+    missing = [k for k in missing if k not in norms]
+    if added_norms:
+        print_log(f'[weights] {name}: {len(added_norms)} normalisation tensors not in the checkpoint start at '
+                  f'their identity init, as in the recipe: {", ".join(added_norms[:8])}', logger='current')
+    if missing:
+        _refuse(name, missing, len(expected))
+    print_log(f'[weights] {name}: all {len(expected) - len(added_norms)} other tensors loaded', logger='current')
+
+
+def _norm_layer_keys(module):
+    import torch.nn as nn
+    norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+    return {f'{prefix}.{key}' if prefix else key
+            for prefix, sub in module.named_modules() if isinstance(sub, norm_types)
+            for key in sub.state_dict(keep_vars=True) if '.' not in key}
+
+
+def _refuse(name, missing, total):
+    shown = ', '.join(missing[:10]) + (' ...' if len(missing) > 10 else '')
+    raise SetupError(
+        f'the checkpoint being loaded does not fit {name}: {len(missing)} of its {total} tensors would stay '
+        f'randomly initialised ({shown})',
+        'use the checkpoint the recipe names (see pretrain/README.md), convert yours to this backbone, '
+        'or train from scratch with --no-pretrained')
