@@ -23,8 +23,10 @@ module level, and runs nothing at import:
   may
     BACKBONE, HEAD   the variant settings (VARIANT_SETTINGS), each picking from a table named after it
                      (BACKBONES, HEADS; cli.choose): `bench.sh model:variant`, summary.json's `variant`
-    REFERENCES       {variant: dict like REFERENCE}: the published numbers of other variants' recipes,
-                     keyed by the variant setting's value, or by (BACKBONE, HEAD) where a script has both
+    REFERENCES       {variant: dict like REFERENCE, or a list of them}: the published numbers of the
+                     other recipes, keyed by the variant setting's value, or by (BACKBONE, HEAD) where
+                     a script has both; an entry for another schedule (or batch) of a variant says so
+                     in its `settings`, e.g. settings={'MAX_ITERS': 160_000} (reference_for)
     PRETRAINED       'auto' (the variant's file in pretrain/, common.pretrained.resolve), a path, or None
     DEVIATIONS       list of what tests/test_recipes.py must not compare, each explained in __doc__
     SMOKE_TEST_FLAGS list of flags that shrink a model too large for the CPU smoke tests
@@ -92,16 +94,30 @@ def variant_of(namespace, settings=None):
     return None if not chosen else chosen[0] if len(chosen) == 1 else chosen
 
 
-def reference_for(namespace, settings=None):
-    """The reference numbers of the variant `settings` select (variant_of): REFERENCE for the script's
-    default, REFERENCES[variant] for a variant whose recipe has published numbers, else only the
-    recipe's total batch, so no other variant's mIoU, memory or fps is shown as if it were this
-    one's. A REFERENCES entry names its own total_batch or crop_size where its recipe's differ from
-    the default's."""
-    reference = namespace.get('REFERENCE') or {}
-    variant = variant_of(namespace, settings)
+def reference_entries(namespace, variant):
+    """The published recipes of `variant`: REFERENCE first for the script's default variant, then its
+    REFERENCES entry or entries (a dict, or a list of dicts for several schedules)."""
+    listed = (namespace.get('REFERENCES') or {}).get(variant) or []
+    entries = [listed] if isinstance(listed, dict) else list(listed)
     if variant == variant_of(namespace):
-        return reference
+        entries.insert(0, namespace.get('REFERENCE') or {})
+    return entries
+
+
+def reference_for(namespace, settings=None):
+    """The reference numbers of the recipe `settings` select: among the entries of their variant
+    (variant_of; reference_entries), the one whose own `settings` (e.g. {'MAX_ITERS': 160_000} for a
+    variant's 160k recipe, {'BATCH_PER_GPU': 1} for SETR-MLA 8x1) all equal the run's, else the one
+    that names none (the variant's recipe at the script's default schedule; the banner says where the
+    run differs from it). A variant with no published numbers gets only the recipe's total batch, so
+    no other variant's mIoU, memory or fps is shown as if it were this one's. An entry names its own
+    total_batch or crop_size where its recipe's differ from the default's."""
+    reference = namespace.get('REFERENCE') or {}
+    settings = {**settings_of(namespace), **(settings or {})}
+    entries = reference_entries(namespace, variant_of(namespace, settings))
+    matching = [e for e in entries if e.get('settings') and
+                all(settings.get(k) == v for k, v in e['settings'].items())]
+    plain = [e for e in entries if not e.get('settings')]
+    chosen = (matching or plain or [None])[0]
     inherited = {k: v for k, v in reference.items() if k == 'total_batch'}
-    listed = (namespace.get('REFERENCES') or {}).get(variant)
-    return {**inherited, **listed} if listed else inherited
+    return {**inherited, **chosen} if chosen else inherited

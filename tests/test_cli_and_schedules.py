@@ -136,3 +136,23 @@ def test_an_optional_number_setting_takes_numbers_only(name, capsys):
         cli.parse(vars(module), ['--lr', 'abc'])
     assert stop.value.code == 2
     assert "argument --lr: invalid float value: 'abc'" in capsys.readouterr().err
+
+
+def test_a_variant_at_another_schedule_gets_that_recipes_numbers():
+    """REFERENCES entries may list several recipes of one variant, told apart by their `settings`: a
+    run gets the entry whose settings it has, else the variant's default-schedule recipe."""
+    namespace = dict(BACKBONE='r50', MAX_ITERS=80_000, BATCH_PER_GPU=2, BACKBONES={'r50': 0, 'r101': 0},
+                     REFERENCE=dict(config='x/r50-80k.py', mIoU=1.0, total_batch=16),
+                     REFERENCES={'r50': [dict(config='x/r50-160k.py', mIoU=2.0, settings=dict(MAX_ITERS=160_000))],
+                                 'r101': [dict(config='x/r101-80k.py', mIoU=3.0),
+                                          dict(config='x/r101-160k.py', mIoU=4.0, settings=dict(MAX_ITERS=160_000)),
+                                          dict(config='x/r101-8x1.py', mIoU=5.0, total_batch=8,
+                                               settings=dict(BATCH_PER_GPU=1))]})
+    chosen = {(): 'x/r50-80k.py', (('MAX_ITERS', 160_000),): 'x/r50-160k.py',
+              (('MAX_ITERS', 300),): 'x/r50-80k.py', (('BACKBONE', 'r101'),): 'x/r101-80k.py',
+              (('BACKBONE', 'r101'), ('MAX_ITERS', 160_000)): 'x/r101-160k.py',
+              (('BACKBONE', 'r101'), ('BATCH_PER_GPU', 1)): 'x/r101-8x1.py'}
+    for settings, config in chosen.items():
+        assert scripts.reference_for(namespace, dict(settings))['config'] == config, settings
+    assert scripts.reference_for(namespace, dict(BACKBONE='r101', BATCH_PER_GPU=1))['total_batch'] == 8
+    assert scripts.reference_for(namespace, dict(BACKBONE='r101'))['total_batch'] == 16  # inherited
