@@ -25,7 +25,7 @@ from common import ade20k, cli, models, pretrained, runtime, schedules
 
 # ---- settings: edit to retune; each is also a flag (MAX_ITERS -> --max-iters) ----
 DATA_ROOT = ade20k.DATA_ROOT        # ADEChallengeData2016 folder
-WORK_DIR = 'work_dirs/resnest'      # logs, checkpoints, summary.json
+WORK_DIR = 'work_dirs/resnest_ade20k'      # logs, checkpoints, summary.json
 CROP_SIZE = (512, 512)              # training crop, pixels (H, W); resize scale follows (4x, 1x)
 BATCH_PER_GPU = 2                   # images per GPU per iteration; reference total 16 (4 x 4)
 MAX_ITERS = 160_000                 # optimizer steps; the PolyLR end follows

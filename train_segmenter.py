@@ -30,7 +30,7 @@ from common import ade20k, cli, models, pretrained, runtime, schedules
 
 # ---- settings: edit to retune; each is also a flag (MAX_ITERS -> --max-iters) ----
 DATA_ROOT = ade20k.DATA_ROOT        # ADEChallengeData2016 folder
-WORK_DIR = 'work_dirs/segmenter'    # logs, checkpoints, summary.json
+WORK_DIR = 'work_dirs/segmenter_ade20k'    # logs, checkpoints, summary.json
 CROP_SIZE = (512, 512)              # training crop, pixels (H, W); ViT grid, resize scale and test window follow
 BATCH_PER_GPU = 2                   # images per GPU per iteration; reference total 8 (8 x 1)
 MAX_ITERS = 160_000                 # optimizer steps; the PolyLR end follows

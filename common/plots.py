@@ -1,6 +1,6 @@
 """Pictures of runs: training curves from the JSON scalar logs, and the benchmark charts.
 
-    python -m common.plots curves work_dirs/fcn [work_dirs/pspnet ...] --out curves.png
+    python -m common.plots curves work_dirs/fcn_ade20k [work_dirs/pspnet_ade20k ...] --out curves.png
 
 `curves` plots the training loss and the validation mIoU against the iteration, one colour per run
 (several work dirs are overlaid). A run that was resumed has one `<timestamp>/vis_data/scalars.json`

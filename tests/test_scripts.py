@@ -24,6 +24,8 @@ def test_imports_without_side_effects(name):
                     'PRECISION', 'SEED'):
         assert hasattr(module, setting), f'{name} lacks the core setting {setting}'
     assert module.BATCH_PER_GPU == 2 and module.VAL_INTERVAL == 4000 and tuple(module.CROP_SIZE) == (512, 512)
+    # The layout the user's setup notes promise: work_dirs/{model_name}_ade20k/.
+    assert module.WORK_DIR == f"work_dirs/{name.removeprefix('train_')}_ade20k"
 
 
 @pytest.mark.parametrize('name', SCRIPTS)

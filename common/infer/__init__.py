@@ -6,11 +6,11 @@ Every train script has these flags (common/cli.py); pass the same model settings
 run (e.g. --backbone, --crop-size: the test resize follows CROP_SIZE), since the script builds the
 model and pipelines from them:
 
-    python train_fcn.py --eval-only work_dirs/fcn/iter_80000.pth            # per-class IoU/Acc table
-    python train_fcn.py --eval-only work_dirs/fcn/iter_80000.pth --tta      # multi-scale + flip
-    python train_fcn.py --predict work_dirs/fcn/iter_80000.pth photos/ --out preds/
-    python train_fcn.py --predict work_dirs/fcn/iter_80000.pth clip.mp4 --opacity 0.6
-    python train_fcn.py --export-onnx work_dirs/fcn/iter_80000.pth          # -> work_dirs/fcn/fcn.onnx
+    python train_fcn.py --eval-only work_dirs/fcn_ade20k/iter_80000.pth            # per-class IoU/Acc table
+    python train_fcn.py --eval-only work_dirs/fcn_ade20k/iter_80000.pth --tta      # multi-scale + flip
+    python train_fcn.py --predict work_dirs/fcn_ade20k/iter_80000.pth photos/ --out preds/
+    python train_fcn.py --predict work_dirs/fcn_ade20k/iter_80000.pth clip.mp4 --opacity 0.6
+    python train_fcn.py --export-onnx work_dirs/fcn_ade20k/iter_80000.pth          # -> work_dirs/fcn_ade20k/fcn.onnx
     python train_fcn.py --flops --flops-size 512,512
 
 What each mode writes: its module's docstring (evaluate.py, predict.py, export_onnx.py, flops.py).
