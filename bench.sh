@@ -32,7 +32,8 @@ GPUS=auto                                  # GPUs per model; auto: all visible o
 DATA_ROOT=data/ade/ADEChallengeData2016    # ADE20K; --demo: data/demo/ADEChallengeData2016 (made if missing)
 EVAL_IMAGES=50                             # the final evaluation runs on this many validation images; 'all'
 NAME=''                                    # results: benchmarks/NAME/; default gpu<N>-<ITERS>it or cpu-<ITERS>it
-TIMEOUT=3600                               # seconds a model may take before it is stopped (and recorded failed)
+TIMEOUT=3600                               # seconds a model may take; then it is stopped like a pre-emption
+                                           # (SIGTERM: checkpoint kept, recorded as timed out)
 PRETRAINED=0                               # 1: load pretrained backbones from pretrain/ (speed does not need them)
 KEEP_WEIGHTS=0                             # 1: keep the checkpoints of these short runs (default: delete them)
 FLOPS_SIZE=512,512                         # input size of the parameter / FLOP count
@@ -59,6 +60,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -x "$PY" ] || PY=python
+# Every option and model name checked before anything runs (a typo costs a second, not an hour).
+"$PY" -m common.bench_sh check --iters "$ITERS" --gpus "$GPUS" --eval-images "$EVAL_IMAGES" \
+    --timeout "$TIMEOUT" --flops-size "$FLOPS_SIZE" "${MODELS[@]}" || exit 2
 if [ ${#MODELS[@]} -eq 0 ]; then
     for script in train_*.py; do MODELS+=("$(basename "$script" .py | sed 's/^train_//')"); done
 fi
@@ -85,7 +89,7 @@ fi
 mkdir -p "$BENCH_DIR"
 TRAIN_ROOT=$DATA_ROOT
 if [ "$EVAL_IMAGES" != all ]; then   # the same training data; fewer validation images (symlinks)
-    TRAIN_ROOT=$("$PY" -m common.bench val-subset "$DATA_ROOT" "$EVAL_IMAGES" "$BENCH_DIR/data") || exit 2
+    TRAIN_ROOT=$("$PY" -m common.bench_sh val-subset "$DATA_ROOT" "$EVAL_IMAGES" "$BENCH_DIR/data") || exit 2
 fi
 printf 'name=%s\ndate=%s\nhost=%s\ngpus=%s\niters=%s\ndata_root=%s\ntrain_root=%s\nscript_flags=%s\n' \
     "$NAME" "$(date '+%Y-%m-%d %H:%M')" "$(hostname)" "$GPUS" "$ITERS" "$DATA_ROOT" "$TRAIN_ROOT" \
@@ -118,21 +122,21 @@ for i in "${!MODELS[@]}"; do
     [ "$PRETRAINED" = 1 ] || cmd+=(--no-pretrained)
     cmd+=("${SCRIPT_FLAGS[@]}")
     started=$SECONDS
-    if [ -f "train_$model.py" ]; then
-        timeout -k 60 "$TIMEOUT" "${cmd[@]}" >"$work/stdout.log" 2>"$work/stderr.log"
-        code=$?
-        case $code in
-            124) echo "ERROR: stopped after $TIMEOUT s (bench.sh --timeout)" >>"$work/stderr.log" ;;
-            137) echo "ERROR: killed (SIGKILL: out of host memory, or --timeout)" >>"$work/stderr.log" ;;
-        esac
-    else
-        echo "ERROR: there is no train_$model.py" >"$work/stderr.log"
-        code=127
-    fi
+    # timeout signals the whole process group (workers, torchrun's ranks): the script saves a
+    # checkpoint at its current iteration and exits; -k: SIGKILL if it has not after 60 s more.
+    timeout -k 60 "$TIMEOUT" "${cmd[@]}" >"$work/stdout.log" 2>"$work/stderr.log"
+    code=$?
+    timed_out=0
+    case $code in
+        124) timed_out=1
+             echo "ERROR: stopped after $TIMEOUT s (bench.sh --timeout); checkpoint kept in $work" >>"$work/stderr.log" ;;
+        137) echo "ERROR: killed (SIGKILL: out of host memory, or --timeout)" >>"$work/stderr.log" ;;
+    esac
     seconds=$((SECONDS - started))
-    printf 'script=train_%s\nvariant=%s\nexit_code=%s\nseconds=%s\ncommand=%s\n' \
-        "$model" "$variant" "$code" "$seconds" "$(printf '%q ' "${cmd[@]}")" >"$work/bench_run.txt"
-    [ "$KEEP_WEIGHTS" = 1 ] || rm -f "$work"/*.pth "$work/last_checkpoint"
+    printf 'script=train_%s\nvariant=%s\nexit_code=%s\nseconds=%s\ntimed_out=%s\ncommand=%s\n' \
+        "$model" "$variant" "$code" "$seconds" "$timed_out" "$(printf '%q ' "${cmd[@]}")" >"$work/bench_run.txt"
+    # A timed-out run keeps its checkpoint: the same command (bench_run.txt) resumes it.
+    [ "$KEEP_WEIGHTS" = 1 ] || [ "$timed_out" = 1 ] || rm -f "$work"/*.pth "$work/last_checkpoint"
 
     if [ "$code" -eq 0 ]; then
         speed=$(grep -o '"img_per_sec": [0-9.]*' "$work/summary.json" 2>/dev/null | grep -o '[0-9.]*$')
@@ -140,7 +144,7 @@ for i in "${!MODELS[@]}"; do
     else
         FAILED=$((FAILED + 1))
         error=$("$PY" -m common.bench error "$work/stderr.log")   # its ERROR: line, or the exception
-        echo "$step: FAILED (exit $code) after $(hms $seconds): $error"
+        echo "$step: $([ "$timed_out" = 1 ] && echo 'TIMED OUT' || echo FAILED) (exit $code) after $(hms $seconds): $error"
         echo "    full log: $work/stderr.log"
     fi
 done

@@ -1,8 +1,7 @@
-"""The table and charts of a benchmark run by bench.sh (and the validation subset it evaluates on).
+"""The table and charts of a benchmark run by bench.sh.
 
     python -m common.bench collect work_dirs/bench/NAME [--out benchmarks/NAME] [--flops-size 512,512]
-    python -m common.bench val-subset DATA_ROOT COUNT OUT_DIR    (these two: for bench.sh)
-    python -m common.bench error STDERR_LOG
+    python -m common.bench error STDERR_LOG     (for bench.sh; its other helpers: common/bench_sh.py)
 
 bench.sh trains each model in work_dirs/bench/NAME/<model>/ and leaves there the script's
 summary.json (when it got that far), its stdout.log and stderr.log, and bench_run.txt (script,
@@ -24,6 +23,7 @@ import sys
 from pathlib import Path
 
 from common import cli, complexity, scripts
+from common.errors import SetupError, reported
 
 RUN_FILE = 'bench_run.txt'      # written by bench.sh next to each run
 BENCH_FILE = 'bench.txt'        # written by bench.sh in the benchmark folder
@@ -100,8 +100,12 @@ def read_run(run_dir, root='.', flops_size=complexity.SIZE, cache=complexity.CAC
 
     exit_code = int(info['exit_code']) if info.get('exit_code', '').lstrip('-').isdigit() else None
     finished = summary.get('status') == 'finished' and exit_code in (0, None)
+    timed_out = info.get('timed_out') == '1' and not finished
     error = ''
-    if not finished:
+    if timed_out:  # stopped like a pre-emption: its checkpoint is kept, the same command resumes
+        error = (f"timed out after {info.get('seconds', '?')} s (bench.sh --timeout) at iteration "
+                 f"{summary.get('iters_done', '?')}; checkpoint kept in {run_dir}")
+    elif not finished:
         error = error_from_stderr((run_dir / 'stderr.log').read_text(errors='replace')
                                   if (run_dir / 'stderr.log').is_file() else '')
         if not error and str(summary.get('status', '')).startswith('failed: '):
@@ -109,7 +113,7 @@ def read_run(run_dir, root='.', flops_size=complexity.SIZE, cache=complexity.CAC
         error = error or (f'exit code {exit_code}' if exit_code else 'no summary.json written')
 
     ref = reference_for(module, variant)
-    row = dict(model=script.removeprefix('train_'), variant=variant, status='ok' if finished else 'failed',
+    row = dict(model=script.removeprefix('train_'), variant=variant, status='ok' if finished else 'timed out' if timed_out else 'failed',
                exit_code=exit_code, error=error, work_dir=str(run_dir), bench_s=info.get('seconds'),
                ref_mIoU=ref.get('mIoU'), ref_mIoU_ms=ref.get('mIoU_ms'), ref_mem_gb=ref.get('mem_gb'),
                ref_fps=ref.get('fps'), ref_total_batch=ref.get('total_batch'),
@@ -130,6 +134,8 @@ def read_run(run_dir, root='.', flops_size=complexity.SIZE, cache=complexity.CAC
 
 def find_runs(bench_dir):
     """Run folders of a benchmark: those bench.sh wrote bench_run.txt into, or that hold a summary."""
+    if not Path(bench_dir).is_dir():
+        raise SetupError(f'no benchmark folder {bench_dir}', 'pass the work_dirs/bench/NAME folder bench.sh wrote')
     return sorted(p for p in Path(bench_dir).iterdir()
                   if p.is_dir() and ((p / RUN_FILE).is_file() or (p / 'summary.json').is_file()))
 
@@ -238,7 +244,8 @@ def collect(bench_dir, out_dir, flops_size=complexity.SIZE, cache=complexity.CAC
     bench_dir, out_dir = Path(bench_dir), Path(out_dir)
     runs = find_runs(bench_dir)
     if not runs:
-        raise SystemExit(f'ERROR: no benchmark runs in {bench_dir} (folders with {RUN_FILE} or summary.json)')
+        raise SetupError(f'no benchmark runs in {bench_dir} (folders with {RUN_FILE} or summary.json)',
+                         'pass the work_dirs/bench/NAME folder of a bash bench.sh run')
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for run in runs:
@@ -256,35 +263,6 @@ def collect(bench_dir, out_dir, flops_size=complexity.SIZE, cache=complexity.CAC
     return rows
 
 
-# ---------------------------------------------------------------- a short evaluation
-
-def val_subset(data_root, count, out_dir):
-    """An ADEChallengeData2016 folder whose training split is DATA_ROOT's (a symlink) and whose
-    validation split is `count` of its images, evenly spaced (symlinks): every script evaluates at
-    its last iteration, and this keeps that evaluation short. Returns the folder to train on
-    (DATA_ROOT itself when it has no more than `count` validation images)."""
-    root = Path(data_root).resolve()
-    images = sorted((root / 'images' / 'validation').glob('*.jpg'))
-    if count <= 0 or count >= len(images):
-        return root
-    chosen = [images[i * len(images) // count] for i in range(count)]
-    subset = Path(out_dir).resolve() / 'ADEChallengeData2016'
-    for kind, suffix in (('images', '.jpg'), ('annotations', '.png')):
-        (subset / kind).mkdir(parents=True, exist_ok=True)
-        training = subset / kind / 'training'
-        if not training.is_symlink():
-            training.symlink_to(root / kind / 'training', target_is_directory=True)
-        validation = subset / kind / 'validation'
-        if validation.is_dir():
-            for old in validation.iterdir():  # a previous subset: replace it
-                old.unlink()
-        validation.mkdir(exist_ok=True)
-        for image in chosen:
-            source = root / kind / 'validation' / (image.stem + suffix)
-            (validation / source.name).symlink_to(source)
-    return subset
-
-
 # ---------------------------------------------------------------- command line
 
 def main(argv=None):
@@ -299,21 +277,15 @@ def main(argv=None):
     table.add_argument('--no-complexity', action='store_true', help='leave parameters and FLOPs out')
     why = commands.add_parser('error', help="the line of a run's stderr that says why it failed")
     why.add_argument('stderr_log')
-    subset = commands.add_parser('val-subset', help='a data root whose validation split is COUNT images')
-    subset.add_argument('data_root')
-    subset.add_argument('count', type=int)
-    subset.add_argument('out_dir')
     args = parser.parse_args(argv)
 
     if args.command == 'error':
         print(error_from_stderr(Path(args.stderr_log).read_text(errors='replace')))
         return 0
-    if args.command == 'val-subset':
-        print(val_subset(args.data_root, args.count, args.out_dir))
-        return 0
     out = Path(args.out or Path('benchmarks') / Path(args.bench_dir).name)
     print(f'collecting {args.bench_dir} -> {out}', flush=True)
-    rows = collect(args.bench_dir, out, args.flops_size, args.cache, not args.no_complexity)
+    with reported():
+        rows = collect(args.bench_dir, out, args.flops_size, args.cache, not args.no_complexity)
     print(f'wrote {out}/results.csv, results.md, speed_memory.png, miou_vs_speed.png '
           f'({sum(r["status"] == "ok" for r in rows)} ok, {sum(r["status"] != "ok" for r in rows)} failed)')
     return 0

@@ -12,8 +12,8 @@ import types
 import typing
 from pathlib import Path
 
-from common import scripts
-from common.errors import SetupError
+from common import scripts, validate
+from common.errors import SetupError, report
 
 
 # Settings every script has without writing them out: name -> (default, help).
@@ -22,14 +22,18 @@ COMMON_SETTINGS = dict(
                    'MAX_ITERS and VAL_INTERVAL count optimizer steps'),
     NUM_WORKERS=(-1, 'dataloader workers per GPU process; -1: min(4, CPUs per process - 1)'),
     LOG_INTERVAL=(50, 'iterations between log lines (loss, lr, time, ETA)'),
+    EVAL_BATCH=(8, 'validation images per batch, each batch of one resized shape (common/batched_eval.py); '
+                   '1: one at a time'),
     KEEP_CHECKPOINTS=(3, 'latest checkpoints kept in WORK_DIR, besides the best-mIoU one'),
     SKIP_BAD_SAMPLES=(False, 'leave out images/labels the dataset check finds broken (default: stop and name them)'),
     ON_NONFINITE_LOSS=('stop', "'stop': a NaN/inf loss ends the run (exit 3); 'skip': skip that step and count it"),
+    DEVICE=('auto', "'auto': the GPU(s) torch can use, else the CPU; a GPU torch cannot use stops the run. "
+                    "'cpu': the CPU even on a GPU machine"),
     DIST_TIMEOUT_S=(900, 'seconds a rank waits for the others before failing (instead of hanging)'),
     # Speed levers (common/speed.py): on by default where they are safe, GPU-only where they are GPU-only.
     CHANNELS_LAST=('auto', "NHWC memory layout: 'auto' (on a GPU), 'on' or 'off'"),
     TF32=(True, 'TF32 tensor cores for the matmuls and convolutions left in fp32 (GPU)'),
-    FUSED_OPTIMIZER=(True, 'one fused kernel for the SGD/AdamW step (GPU)'),
+    FUSED_OPTIMIZER=('auto', "one fused kernel for the SGD/AdamW step: 'auto' (on a GPU), 'on' (the CPU too), 'off'"),
     COMPILE=(False, 'torch.compile the backbone and neck (slow first iterations; measure before turning on)'),
 )
 
@@ -41,6 +45,8 @@ DEMO_SETTINGS = dict(DATA_ROOT=DEMO_DATA_ROOT, PRETRAINED=None, CROP_SIZE=(64, 6
                      MAX_ITERS=200, VAL_INTERVAL=200, LOG_INTERVAL=25)
 
 _SETTING = scripts.SETTING
+# Defaults of two run options, left None in the flags so that giving one without its mode is refused.
+OPACITY, FLOPS_SIZE = 0.5, (512, 512)
 
 
 def _comments(source):
@@ -121,11 +127,11 @@ def build_parser(namespace, doc=None):
     use.add_argument('--predict', nargs=2, metavar=('CKPT', 'INPUT'),
                      help='segment INPUT (an image, a folder or a video) with CKPT; writes to --out')
     use.add_argument('--out', metavar='DIR', help='output folder of --predict and --eval-only')
-    use.add_argument('--opacity', type=float, default=0.5, help='overlay opacity of --predict (0..1)')
+    use.add_argument('--opacity', type=float, help=f'overlay opacity of --predict (0..1, default {OPACITY})')
     use.add_argument('--export-onnx', metavar='CKPT', help='export CKPT to ONNX (whole-image mode) and verify it')
     use.add_argument('--flops', action='store_true', help='print parameters and FLOPs at --flops-size and exit')
-    use.add_argument('--flops-size', type=parse_size, default=(512, 512), metavar='H,W',
-                     help='input size of --flops (default 512,512)')
+    use.add_argument('--flops-size', type=parse_size, metavar='H,W',
+                     help=f'input size of --flops (default {FLOPS_SIZE[0]},{FLOPS_SIZE[1]})')
     return parser, settings
 
 
@@ -146,6 +152,10 @@ def parse(namespace, argv=None, doc=None):
     if final.get('PRETRAINED') == '':
         final['PRETRAINED'] = None
     options = {k: v for k, v in args.items() if not _SETTING.match(k)}
+    try:  # every setting against its range before anything else reads it (common/validate.py)
+        validate.refuse(validate.values(namespace, final, options), 'values')
+    except SetupError as err:
+        report(err)
     return types.SimpleNamespace(SCRIPT=script, reference=scripts.reference_for(namespace, final),
                                  **final, **options)
 

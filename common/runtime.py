@@ -10,7 +10,7 @@ import copy
 import time
 from pathlib import Path
 
-from common import checkpoints, checks, config, dist, speed, train
+from common import checkpoints, checks, config, dist, gpu, resilience, speed, train, validate
 from common.errors import reported
 
 # Start-up time (summary.json `startup_s`) counts from the script's first import for the first run of
@@ -64,12 +64,16 @@ def run(build_config, s):
 
 
 def _run(build_config, s, started):
+    validate.refuse(validate.paths(s), 'paths')  # the settings' values: cli.parse
+    if s.DEVICE == 'cpu':
+        gpu.use_cpu_only()  # before torch first looks at CUDA
     checkpoints.install(trust=s.trust_checkpoint)
     cfg = build_config(s)
-    plan = speed.plan(s)  # precision, channels_last...: printed in the banner, kept in summary.json
     if s.dump_config:
         print(f'wrote {config.dump(cfg, s.dump_config)}')
         return
+    checks.device(cfg)  # a GPU torch cannot use stops here, not as a silent CPU run
+    plan = speed.plan(s)  # precision, channels_last...: printed in the banner, kept in summary.json
     from common import infer  # evaluate / predict / export / flops: see common/infer/
     if infer.requested(s):
         infer.dispatch(cfg, s, plan)
@@ -83,7 +87,8 @@ def _run(build_config, s, started):
     if rank0:
         checkpoints.remove_stale_temporaries(cfg['work_dir'])
     resume_from, resume_iter = train.prepare(cfg, s, plan)
-    if resume_iter >= cfg['train_cfg']['max_iters']:
+    unevaluated = resilience.eval_interrupted_at(cfg['work_dir']) == resume_iter  # redone by the run
+    if resume_iter >= cfg['train_cfg']['max_iters'] and not unevaluated:
         # Rerunning a finished command: keep its results instead of overwriting them with an empty run.
         if rank0:
             print(f'[{s.SCRIPT}] already finished: {resume_from} is iteration {resume_iter} of '

@@ -131,19 +131,38 @@ def test_complexity_is_cached(bench, monkeypatch):
         complexity.lookup('train_fcn', None, (96, 96), cache, root=repo)  # another size: not in the cache
 
 
-def test_unknown_model_is_recorded_and_the_table_still_written(bench, tiny_data):
+def test_bad_models_variants_and_options_are_refused_before_anything_runs(bench, tiny_data):
     repo, _ = bench
-    result = bench_sh(repo, '--gpus', '0', '--name', 'missing', '--data-root', tiny_data, 'nosuchmodel')
-    assert result.returncode == 1
-    assert 'nosuchmodel: FAILED (exit 127)' in result.stdout
-    text = (repo / 'benchmarks/missing/results.md').read_text()
-    assert '| nosuchmodel |' in text and 'there is no train_nosuchmodel.py' in text
+    result = bench_sh(repo, '--gpus', '3', '--iters', '0', '--eval-images', 'some', '--name', 'bad',
+                      '--data-root', tiny_data, 'nosuchmodel', 'fcn:r77-d8', 'segformer')
+    assert result.returncode == 2, result.stdout + result.stderr
+    err = result.stderr
+    assert 'there is no train_nosuchmodel.py' in err and "'r77-d8' is not a BACKBONE of train_fcn.py" in err
+    assert '--gpus 3: this machine has 0 GPU(s)' in err and '--iters 0' in err and '--eval-images some' in err
+    assert 'Traceback' not in err and not (repo / 'work_dirs/bench/bad').exists(), 'nothing may run'
 
 
 def test_bad_option_is_refused(bench):
     repo, _ = bench
     result = bench_sh(repo, '--itres', '5')
     assert result.returncode == 2 and 'unknown option --itres' in result.stderr
+
+
+def test_a_timed_out_model_keeps_its_checkpoint_and_is_recorded_as_timed_out(bench, tiny_data):
+    """bench.sh's timeout signals the whole process group, dataloader workers included: the script
+    saves its current iteration like a pre-emption, and the loop goes on to the table."""
+    repo, _ = bench
+    result = bench_sh(repo, '--gpus', '0', '--iters', '100000', '--timeout', '45', '--name', 'slow',
+                      '--data-root', tiny_data, '--eval-images', '2', '--flops-size', '64', 'fcn', '--',
+                      *SCRIPT_FLAGS[:4], '--num-workers', '2', '--log-interval', '1')
+    assert result.returncode == 1 and 'fcn: TIMED OUT (exit 124)' in result.stdout, result.stdout + result.stderr
+    run = repo / 'work_dirs/bench/slow/fcn'
+    summary = json.loads((run / 'summary.json').read_text())
+    assert summary['status'].startswith('interrupted'), summary['status']
+    assert (run / f"iter_{summary['iters_done']}.pth").is_file(), 'the checkpoint of the stopped run is kept'
+    assert 'DataLoader worker' not in (run / 'stderr.log').read_text()
+    row = read_csv(repo / 'benchmarks/slow/results.csv')['fcn']
+    assert row['status'] == 'timed out' and 'checkpoint kept' in row['error']
 
 
 def test_curves_command_overlays_runs(bench, tmp_path):

@@ -46,9 +46,13 @@ def test_no_pretrained_and_backbone_choice():
     cfg = module.build_config(s)
     assert cfg['model']['backbone']['init_cfg'] is None
     assert cfg['model']['backbone']['num_layers'] == [3, 4, 6, 3]
-    module, s = parse(['--backbone', 'mit-b9'])
+    # A bad choice stops at the flags now (common/validate.py), before build_config runs...
+    with pytest.raises(SystemExit) as stop:
+        parse(['--backbone', 'mit-b9'])
+    assert stop.value.code == 2
+    # ...and cli.choose still refuses one that reaches it another way (an edited table, a caller).
     with pytest.raises(SetupError, match="'mit-b9' is not one of"):
-        module.build_config(s)
+        cli.choose('BACKBONE', 'mit-b9', vars(module)['BACKBONES'])
 
 
 def test_pretrained_follows_the_backbone():

@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from common import scripts
+from common import cli, scripts
 from common.infer.model import Logits, build_from
 
 
@@ -26,7 +26,7 @@ def analyze(model, inputs):
 def run(cfg, s, plan):
     """Parameters and FLOPs of whole-image inference at --flops-size, per part of the model."""
     from mmengine.analysis import parameter_count
-    height, width = s.flops_size
+    height, width = s.flops_size or cli.FLOPS_SIZE
     model = build_from(cfg, s, on='cpu')  # CPU: mmcv ops run their PyTorch path, which the counter sees
     logits = Logits(model).eval()
     analyzer = analyze(logits, torch.rand(1, 3, height, width) * 255)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import ade20k
+from common import ade20k, cli
 from common.errors import SetupError
 from common.infer.model import LABEL_OFFSET, ade20k_meta, build_from, device
 
@@ -33,8 +33,7 @@ def run(cfg, s, plan):
     import cv2
     from tqdm import tqdm
     checkpoint, source = s.predict
-    if not 0 <= s.opacity <= 1:
-        raise SetupError(f'--opacity {s.opacity} is outside 0..1', 'pass e.g. --opacity 0.5')
+    opacity = cli.OPACITY if s.opacity is None else s.opacity  # its range: common/validate.py
     source = Path(source)
     files, video = input_files(source)
     total = video_frame_count(video) if video else len(files)  # a video OpenCV cannot open stops here
@@ -57,7 +56,7 @@ def run(cfg, s, plan):
                                                data_samples=[b['data_samples'] for b in batch]))
             for sample, result in zip(batch, results):
                 pred = result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-                overlay = writer.save_prediction(out, sample['name'], sample['image'], pred, s.opacity)
+                overlay = writer.save_prediction(out, sample['name'], sample['image'], pred, opacity)
                 if video:
                     if movie is None:
                         movie = _open_movie(out / f'{video.stem}_overlay.mp4', video, overlay.shape)
