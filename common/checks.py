@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import ade20k, checkpoints, config, dist, files, pretrained
+from common import ade20k, checkpoints, config, dist, files, gpu, pretrained
 from common.errors import SetupError
 
 CACHE_DIR = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'ade20k-train' / 'dataset-checks'
@@ -175,6 +175,28 @@ def _ext_built_with_cuda():
         return False
 
 
+# Config types whose forward pass runs a compiled mmcv op on the GPU (on the CPU they fall back to
+# PyTorch or to mmcv's CPU op): a mmcv built without CUDA ops fails them at the first iteration.
+CUDA_OPS = {'PSAHead': 'PSAMask', 'mmdet.MSDeformAttnPixelDecoder': 'MultiScaleDeformableAttention',
+            'mmdet.FocalLoss': 'sigmoid_focal_loss'}
+
+
+def device(cfg):
+    """Stop before anything is built when the machine has a GPU this torch cannot use, or when the
+    model needs a CUDA op this mmcv was built without."""
+    found = gpu.problem()
+    if found:
+        raise SetupError(*found)
+    import torch
+    needed = [op for kind, op in CUDA_OPS.items() if kind in config.types_in(cfg)]
+    if torch.cuda.is_available() and needed and not mmcv_ops_status()[1]:
+        import mmcv
+        raise SetupError(f'this model runs mmcv\'s {", ".join(needed)} on the GPU, and mmcv {mmcv.__version__} '
+                         'here was built without CUDA ops',
+                         'run `bash setup.sh` on this GPU machine: it builds mmcv with CUDA ops, with the CUDA '
+                         f'compiler from the package registry; or {gpu.CPU_CHOICE}')
+
+
 def packages(cfg):
     """The packages the config's scoped types name (mmdet, mmpretrain) import."""
     for package in config.required_packages(cfg):
@@ -195,7 +217,7 @@ def preflight(cfg, s):
     for path in config.pretrained_paths(cfg):
         pretrained.require(path)
     if s.load_from:
-        checkpoints.load(s.load_from, trust=s.trust_checkpoint, what='--load-from checkpoint')
+        checkpoints.load(s.load_from, trust=s.trust_checkpoint, what='--load-from checkpoint', mmap=True)
     if s.SKIP_BAD_SAMPLES:
         skip_bad_samples(cfg)
     elif dist.rank_from_env() == 0:

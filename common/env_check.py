@@ -4,12 +4,12 @@
 
 Imports torchvision, mmseg, mmdet, mmpretrain and mmcv's compiled ops (MultiScaleDeformableAttention,
 PSAMask), prints the versions, the device and whether mmcv was built with CUDA ops; exits 1 with
-the failing import and how to fix it.
+the failing import and how to fix it, or when the machine has an NVIDIA GPU torch cannot use.
 """
 import sys
 
 from common import checks
-from common.errors import reported
+from common.errors import SetupError, reported
 
 
 def check_stack():
@@ -17,6 +17,10 @@ def check_stack():
     torch = checks.import_or_fail('torch')
     torchvision = checks.import_or_fail('torchvision')
     mmengine = checks.import_or_fail('mmengine')
+    from common import gpu
+    found = gpu.problem()
+    if found:  # a GPU torch cannot use is not "ok"
+        raise SetupError(*found)
     _, cuda_ops = checks.mmcv_ops_status()
     mmcv = checks.import_or_fail('mmcv')
     mmseg = checks.import_or_fail('mmseg')
@@ -24,6 +28,9 @@ def check_stack():
     mmdet = checks.import_or_fail('mmdet')
     mmpretrain = checks.import_or_fail('mmpretrain')
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
+    if torch.cuda.is_available() and not cuda_ops:
+        print('[env_check] warning: mmcv has no CUDA ops: Mask2Former, MaskFormer and PSANet cannot train on '
+              'this GPU; `bash setup.sh` on this machine builds them', file=sys.stderr)
     return dict(python=sys.version.split()[0], torch=torch.__version__, torchvision=torchvision.__version__,
                 mmengine=mmengine.__version__, mmcv=mmcv.__version__, mmseg=mmseg.__version__,
                 mmdet=mmdet.__version__, mmpretrain=mmpretrain.__version__, device=device,
