@@ -40,17 +40,33 @@ def start_cpu_process_group(cfg, timeout_s):
                                     find_unused_parameters=cfg.get('find_unused_parameters', False))
 
 
+_host_group = []
+
+
 def any_rank(flag):
-    """True if `flag` is true on any rank (all ranks must stop at the same iteration)."""
+    """True if `flag` is true on any rank (all ranks must stop at the same iteration). Agreed over a
+    CPU (gloo) group, made once beside an NCCL one: a host flag must not wait for the GPU's queue."""
     import torch
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
+        group = None
+        if dist.get_backend() != 'gloo':
+            if not _host_group:  # collective: every rank reaches its first any_rank together
+                _host_group.append(dist.new_group(backend='gloo'))
+            group = _host_group[0]
         value = torch.tensor([1.0 if flag else 0.0])
-        if dist.get_backend() == 'nccl':
-            value = value.cuda()
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX, group=group)
         return bool(value.item())
     return flag
+
+
+def max_over_ranks(tensor):
+    """`tensor`, its elementwise max over the ranks (in place, on its device: no host read); the
+    tensor itself in one process."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
 
 
 def barrier():

@@ -7,11 +7,16 @@ prove with real processes that nothing is lost (tests/test_resilience.py). Never
     ADE_TRAIN_FAULT=enospc@save=2       "No space left on device" halfway through the 2nd file
     ADE_TRAIN_FAULT=nan@iter=3          every loss term of the 3rd iteration becomes NaN
     ADE_TRAIN_FAULT=sigterm@iter=3      SIGTERM (pre-emption) after the 3rd iteration
+    ADE_TRAIN_FAULT=pause@val=2         after the 2nd validation iteration, write the file named by
+                                        ADE_TRAIN_FAULT_MARK (+ '.<rank>') and wait (up to 120 s) until
+                                        a signal arrives: the tests signal the process group from outside
+                                        at a known point
 
 Several are comma-separated; ADE_TRAIN_FAULT_RANK=1 limits them to that rank of a DDP run.
 """
 import os
 import signal
+import time
 
 
 def _parse(env=os.environ):
@@ -39,14 +44,22 @@ def due(kind, point):
     return _counters[(kind, point)] == target
 
 
-def maybe_signal(point):
-    """Kill or signal this process if a fault is configured for this point."""
+def maybe_signal(point, until=None):
+    """Kill, signal or pause this process if a fault is configured for this point; a pause ends when
+    `until()` is true (a signal arrived)."""
     if not FAULTS:
         return
     if due('sigkill', point):
         os.kill(os.getpid(), signal.SIGKILL)
     if due('sigterm', point):
         os.kill(os.getpid(), signal.SIGTERM)
+    if due('pause', point):
+        mark = f"{os.environ['ADE_TRAIN_FAULT_MARK']}.{os.environ.get('RANK', '0')}"
+        with open(mark, 'w') as f:
+            f.write(str(os.getpid()))
+        deadline = time.monotonic() + 120
+        while not (until and until()) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def install_nan_losses():

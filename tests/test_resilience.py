@@ -190,3 +190,62 @@ def test_a_dead_rank_takes_the_other_down_at_once(tiny_data, tmp_path):
     assert 'local_rank: 1' in proc.stderr and 'Signal 9 (SIGKILL)' in proc.stderr, proc.stderr[-3000:]
     state = summary(tmp_path)
     assert state['status'].startswith('failed') and state['iters_done'] < 50, state['status']
+
+
+def _train_in_own_group(work, data, fault, extra=(), launcher=(sys.executable,)):
+    """A training process started as SLURM, `timeout` or `setsid` do: its own process group, which
+    the test signals as a whole (main process, dataloader workers, torchrun's ranks alike)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith('ADE_TRAIN_FAULT')}
+    env.update(ADE_TRAIN_FAULT=fault, ADE_TRAIN_FAULT_MARK=str(Path(work) / 'paused'))
+    cmd = [*launcher, SCRIPT, '--data-root', data, '--work-dir', str(work), *TINY, '--num-workers', '2',
+           '--max-iters', str(MAX_ITERS), '--val-interval', '2', *extra]
+    Path(work).mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _signal_group_when_paused(proc, work, ranks=1, signum=signal.SIGTERM):
+    marks = [Path(work) / f'paused.{rank}' for rank in range(ranks)]
+    deadline = time.time() + 300
+    while not all(m.is_file() for m in marks):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, 'the run never reached its pause'
+        time.sleep(0.1)
+    os.killpg(proc.pid, signum)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize('where, stops_at', [('iter=3', 3), ('val=2', 2)])
+def test_sigterm_to_the_whole_process_group_saves_and_resumes(where, stops_at, tiny_data, tmp_path, unbroken):
+    """As SLURM pre-empts: every process of the job gets SIGTERM, the 2 dataloader workers too,
+    during training (iteration 3) or during the evaluation of iteration 2."""
+    proc = _train_in_own_group(tmp_path, tiny_data, f'pause@{where}')
+    code, err = _signal_group_when_paused(proc, tmp_path)
+    assert code == 128 + signal.SIGTERM, err[-3000:]
+    assert 'DataLoader worker' not in err and 'Traceback' not in err, err[-3000:]
+    state = summary(tmp_path)
+    assert state['status'].startswith('interrupted') and state['iters_done'] == stops_at
+    assert (tmp_path / f'iter_{stops_at}.pth').is_file()
+    resumed = train(tmp_path, tiny_data)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert summary(tmp_path)['start_iter'] == stops_at
+    assert_same_end(tmp_path, unbroken)
+    if where.startswith('val'):  # the evaluation the signal cut short is done again on resume
+        assert 'evaluating iteration 2 again' in resumed.stdout + resumed.stderr
+        assert set(logged(tmp_path, 'mIoU')) == set(logged(unbroken, 'mIoU')) == {2, 4, 6}
+        assert not (tmp_path / 'eval_interrupted').exists()
+
+
+def test_sigterm_to_a_torchrun_group_saves_and_resumes(tiny_data, tmp_path, unbroken):
+    """torchrun, 2 ranks with 2 workers each, all signalled at once (torchrun forwards its copy too)."""
+    proc = _train_in_own_group(tmp_path, tiny_data, 'pause@iter=3', extra=('--batch-per-gpu', '1'),
+                               launcher=TORCHRUN)
+    code, err = _signal_group_when_paused(proc, tmp_path, ranks=2)
+    assert code != 0 and 'DataLoader worker' not in err, err[-3000:]
+    state = summary(tmp_path)
+    assert state['status'].startswith('interrupted') and state['iters_done'] == 3, state['status']
+    assert (tmp_path / 'iter_3.pth').is_file()
+    resumed = train(tmp_path, tiny_data, extra=('--batch-per-gpu', '1'), launcher=TORCHRUN)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert summary(tmp_path)['start_iter'] == 3 and summary(tmp_path)['iters_done'] == MAX_ITERS
