@@ -70,3 +70,12 @@ def dump(cfg, path):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Config(copy.deepcopy(cfg)).dump(path)
     return path
+
+
+def add_imports(cfg, *modules):
+    """Add `modules` to the config's custom_imports (its imports may be a string or a list), so that
+    a config written from the run builds elsewhere too."""
+    imports = cfg.setdefault('custom_imports', dict(imports=[], allow_failed_imports=False))
+    if isinstance(imports['imports'], str):
+        imports['imports'] = [imports['imports']]
+    imports['imports'] += [m for m in modules if m not in imports['imports']]

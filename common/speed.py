@@ -10,7 +10,10 @@ The scripts' configs are the recipes (what `--dump-config` writes and the recipe
                     attention, Mask2Former's pixel decoder) run in fp32 inside it.
     CHANNELS_LAST   'auto': NHWC weights and activations on a GPU (tensor cores want them).
     TF32            TF32 matmuls and convolutions for what still runs in fp32 (GPU).
-    FUSED_OPTIMIZER one fused kernel for the SGD/AdamW step instead of one per tensor (GPU).
+    FUSED_OPTIMIZER 'auto': one fused kernel for the SGD/AdamW step instead of one per tensor, on a GPU;
+                    'on' on the CPU too (its rounding differs from the per-tensor step's), 'off'.
+                    A fused step can also skip itself on the device (`found_inf`), which is how
+                    the non-finite-loss guard avoids a host read per iteration (common.resilience).
     COMPILE         torch.compile the backbone and neck (in place: checkpoint keys unchanged); off until
                     measured. mmengine's own `compile` (the whole train step) fails in dynamo on
                     mmengine 0.10.7's optimizer wrapper with torch 2.13.
@@ -22,6 +25,7 @@ uses is `plan(s)`, a dict passed to whatever needs it (the run, the banner, summ
 evaluation); nothing is stored on the settings.
 """
 import functools
+import os
 from contextlib import ExitStack, contextmanager, nullcontext
 
 import torch
@@ -29,7 +33,9 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import LOOPS, OPTIM_WRAPPERS
 from mmengine.runner import Runner, ValLoop, TestLoop
 
-PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
+from common import config, validate
+
+PRECISIONS = validate.PRECISIONS
 DTYPE_NAMES = {'bf16': 'bfloat16', 'fp16': 'float16'}  # as mmengine's configs name torch dtypes
 _FUSABLE = {'SGD', 'Adam', 'AdamW'}
 
@@ -54,10 +60,11 @@ def resolve_precision(requested, cuda=None, bf16_supported=None):
     return 'bf16' if bf16_supported else 'fp16'
 
 
-_ON, _OFF = {'on', 'true', 'yes', '1'}, {'off', 'false', 'no', '0'}
+_ON, _OFF = set(validate.SWITCH_ON), set(validate.SWITCH_OFF)
 
 
-def resolve_channels_last(requested, cuda=None):
+def resolve_switch(requested, cuda=None):
+    """'auto' (on a GPU), 'on' or 'off' (validate.SWITCH_ON/OFF spellings) -> bool."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     value = str(requested).lower()
     if value == 'auto':
@@ -65,7 +72,10 @@ def resolve_channels_last(requested, cuda=None):
     if value in _ON | _OFF:
         return value in _ON
     from common.errors import SetupError
-    raise SetupError(f'CHANNELS_LAST {requested!r} is not auto, on or off', 'use --channels-last auto, on or off')
+    raise SetupError(f'{requested!r} is not auto, on or off', 'use auto, on or off')
+
+
+resolve_channels_last = resolve_switch
 
 
 def plan(s, cuda=None, bf16_supported=None):
@@ -73,7 +83,7 @@ def plan(s, cuda=None, bf16_supported=None):
     cuda = torch.cuda.is_available() if cuda is None else cuda
     return dict(precision=resolve_precision(s.PRECISION, cuda, bf16_supported),
                 channels_last=resolve_channels_last(s.CHANNELS_LAST, cuda),
-                tf32=bool(s.TF32 and cuda), fused_optimizer=bool(s.FUSED_OPTIMIZER and cuda),
+                tf32=bool(s.TF32 and cuda), fused_optimizer=resolve_switch(s.FUSED_OPTIMIZER, cuda),
                 compile=bool(s.COMPILE), cudnn_benchmark=True)
 
 
@@ -102,10 +112,8 @@ def apply(cfg, speed, cuda=None):
             base = cfg[loop].get('type', 'ValLoop' if loop == 'val_cfg' else 'TestLoop')
             cfg[loop] = dict(type=f'Autocast{base}', dtype=DTYPE_NAMES[precision])
         # So a config written from this run (work_dir/<time>/vis_data/config.py) builds elsewhere too.
-        imports = cfg.setdefault('custom_imports', dict(imports=[], allow_failed_imports=False))
-        if 'common.speed' not in imports['imports']:
-            imports['imports'].append('common.speed')
-    if speed['fused_optimizer'] and cuda and wrapper.get('optimizer', {}).get('type') in _FUSABLE:
+        config.add_imports(cfg, 'common.speed')
+    if speed['fused_optimizer'] and wrapper.get('optimizer', {}).get('type') in _FUSABLE:
         wrapper['optimizer']['fused'] = True
     if cuda:
         for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -210,6 +218,9 @@ def keep_deformable_attention_fp32():
 # ---------------------------------------------------------------- the runner
 
 COMPILED_PARTS = ('backbone', 'neck')  # called as modules, tensors in and out: what dynamo takes whole
+# torch.compile's backend. The tests set ADE_COMPILE_BACKEND=aot_eager: the same graph capture and
+# autograd tracing without inductor's code generation, which alone takes minutes on 2 CPU cores.
+COMPILE_BACKEND = os.environ.get('ADE_COMPILE_BACKEND', 'inductor')
 
 
 class FastRunner(Runner):
@@ -219,13 +230,14 @@ class FastRunner(Runner):
     compile_parts = False
 
     def wrap_model(self, model_wrapper_cfg, model):
+        non_blocking_inputs(model)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.compile_parts:
             for name in COMPILED_PARTS:
                 part = getattr(model, name, None)
                 if isinstance(part, torch.nn.Module):
-                    part.compile()  # in place: state_dict keys stay as they are
+                    part.compile(backend=COMPILE_BACKEND)  # in place: state_dict keys stay as they are
         return super().wrap_model(model_wrapper_cfg, model)
 
 
@@ -233,3 +245,45 @@ def runner_class(speed):
     return type('FastRunner', (FastRunner,), dict(channels_last=speed['channels_last'],
                                                   compile_parts=speed['compile']))
 
+
+
+# ---------------------------------------------------------------- no host wait in an iteration
+
+def _accuracy(pred, target, topk=1, thresh=None, ignore_index=None):
+    """mmseg's `accuracy` (the logged acc_seg), the same numbers without its two boolean-mask
+    indexings, each of which waits for the GPU (the result's size depends on the data)."""
+    single = isinstance(topk, int)
+    topk = (topk,) if single else topk
+    if pred.size(0) == 0:
+        found = [pred.new_tensor(0.) for _ in topk]
+        return found[0] if single else found
+    pred_value, pred_label = pred.topk(max(topk), dim=1)
+    pred_label = pred_label.transpose(0, 1)
+    correct = pred_label.eq(target.unsqueeze(0).expand_as(pred_label))
+    if thresh is not None:
+        correct = correct & (pred_value > thresh).t()
+    eps = torch.finfo(torch.float32).eps
+    if ignore_index is not None:
+        valid = target != ignore_index
+        correct = correct & valid.unsqueeze(0)  # ignored pixels count as not correct, and not in total
+        # float64 as mmseg's Python float, then the same float32 factor its mul_ uses
+        factor = (100.0 / (valid.sum().double() + eps)).float()
+    else:
+        factor = 100.0 / (target.numel() + eps)
+    found = [(correct[:k].reshape(-1).float().sum(0, keepdim=True) + eps).mul_(factor) for k in topk]
+    return found[0] if single else found
+
+
+def sync_free_accuracy():
+    """Put _accuracy where mmseg's heads call `accuracy` (a no-op the second time)."""
+    from mmseg.models.decode_heads import decode_head, point_head
+    for module in (decode_head, point_head):
+        module.accuracy = _accuracy
+
+
+def non_blocking_inputs(model):
+    """The data preprocessor copies each batch to the GPU without waiting for it (pinned memory,
+    common.speed.apply); mmseg's SegDataPreProcessor takes no such argument."""
+    preprocessor = getattr(model, 'data_preprocessor', None)
+    if preprocessor is not None and hasattr(preprocessor, '_non_blocking'):
+        preprocessor._non_blocking = True

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from conftest import SCRIPTS, TINY, load_script
+from hostreads import MATCHER_SCRIPTS, HostReads
+
+MATCHER_READS = {}
 
 CORE = ['train_fcn', 'train_pspnet', 'train_deeplabv3plus', 'train_upernet', 'train_segformer', 'train_mask2former']
 
@@ -50,8 +53,10 @@ def test_train_two_iterations_evaluate_and_resume(name, tiny_data, tmp_path, cap
     work = tmp_path / 'work'
     # SMOKE_TEST_FLAGS: a script whose default is too large for a CPU test (ViT-L...) names a reduced
     # width here; its full parameter count is still checked against the recipe in test_recipes.py.
+    # --fused-optimizer on: the fused step GPUs take, whose device-side skip keeps the loss guard
+    # from reading the host (counted below); on a CPU it is opt-in.
     args = ['--data-root', tiny_data, '--work-dir', str(work), *TINY, '--val-interval', '2',
-            *getattr(module, 'SMOKE_TEST_FLAGS', [])]
+            '--fused-optimizer', 'on', *getattr(module, 'SMOKE_TEST_FLAGS', [])]
     module.main(args + ['--max-iters', '2'])
     first = json.loads((work / 'summary.json').read_text())
     assert first['status'] == 'finished'
@@ -62,14 +67,22 @@ def test_train_two_iterations_evaluate_and_resume(name, tiny_data, tmp_path, cap
     assert (work / 'iter_2.pth').is_file() and (work / 'predictions.png').is_file()
     assert first['start_iter'] == 0
 
-    # Same command, longer schedule: continues from iter 2 instead of starting over.
-    module.main(args + ['--max-iters', '4'])
+    # Same command, longer schedule: continues from iter 2 instead of starting over. Iteration 3
+    # does not log (--log-interval 2): the host must not wait for the device in it (issue 15).
+    with HostReads(iteration=3) as reads:
+        module.main(args + ['--max-iters', '4', '--log-interval', '2'])
     second = json.loads((work / 'summary.json').read_text())
     assert second['start_iter'] == 2 and second['iters_done'] == 4
     assert 'resuming from' in capsys.readouterr().out
     logged_steps = {json.loads(line).get('step') for path in work.glob('*/vis_data/scalars.json')
                     for line in path.read_text().splitlines()}
-    assert {1, 2, 3, 4} <= logged_steps
+    assert {1, 2, 4} <= logged_steps
+    assert reads.counted, 'iteration 3 must have run under the counter'
+    assert not reads.outside_matcher(), f'{name}: host reads in a training iteration that does not log:\n' + \
+        reads.report()
+    if name in MATCHER_SCRIPTS:  # the Hungarian matcher runs on the CPU by its nature: counted, said
+        assert reads.in_matcher(), f'{name}: its matcher reads the host'
+        MATCHER_READS[name] = len(reads.in_matcher())
 
     # The same command once more: already finished, results kept.
     module.main(args + ['--max-iters', '4'])

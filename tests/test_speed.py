@@ -15,7 +15,7 @@ from common.errors import SetupError
 
 
 def settings(**overrides):
-    base = dict(PRECISION='auto', CHANNELS_LAST='auto', TF32=True, FUSED_OPTIMIZER=True, COMPILE=False)
+    base = dict(PRECISION='auto', CHANNELS_LAST='auto', TF32=True, FUSED_OPTIMIZER='auto', COMPILE=False)
     return types.SimpleNamespace(**{**base, **overrides})
 
 
@@ -122,9 +122,13 @@ def test_bf16_channels_last_training_and_evaluation_on_cpu(tiny_data, tmp_path):
     assert abs(results['bf16']['aAcc'] - results['fp32']['aAcc']) <= 2.0
 
 
-def test_compile_trains_and_keeps_checkpoint_keys(tiny_data, tmp_path):
+def test_compile_trains_and_keeps_checkpoint_keys(tiny_data, tmp_path, monkeypatch):
     """COMPILE compiles the backbone in place: training runs, and the checkpoint's keys are the eager
-    model's (no `_orig_mod.`), so compiled and eager runs resume from each other's checkpoints."""
+    model's (no `_orig_mod.`), so compiled and eager runs resume from each other's checkpoints.
+    Backend aot_eager: dynamo's capture and autograd's tracing, without inductor's minutes of code
+    generation on 2 cores (common/speed.py COMPILE_BACKEND)."""
+    from common import speed
+    monkeypatch.setattr(speed, 'COMPILE_BACKEND', 'aot_eager')
     module = load_script('train_segformer')
     work = tmp_path / 'compiled'
     module.main(['--data-root', tiny_data, *TINY, '--compile', '--work-dir', str(work), '--max-iters', '2',

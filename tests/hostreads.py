@@ -1,0 +1,90 @@
+"""Count the points where the host would wait for the GPU inside one training iteration.
+
+On a GPU each of these blocks the Python thread until the device has finished everything queued
+before it: reading a value (`.item()`, `.tolist()`, `bool()`, `float()`, `.numpy()`, `.cpu()`), and
+operations whose output size depends on the data (`nonzero`, boolean-mask indexing, `masked_select`,
+`unique`). On a CPU nothing waits, but the same calls are made, so counting them here proves the GPU
+iteration free of them. The counter is a TorchFunctionMode around mmengine's IterBasedTrainLoop.run_iter
+of one chosen iteration: the model's forward and backward, the optimizer step and every hook.
+"""
+import traceback
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+# Scripts whose loss runs a Hungarian matcher (scipy, on the CPU): their reads are counted apart.
+MATCHER_SCRIPTS = {'train_mask2former', 'train_maskformer'}
+# Where those reads are, by their nature: the matcher (assigner, scipy) and its sampler; the heads'
+# losses, which index the matched queries (a count only the matcher's result knows); mmcv's
+# deformable attention, which asserts its input shapes against a device tensor (and on a CPU splits
+# by them).
+MATCHER_FRAMES = ('mmdet/models/task_modules/assigners', 'mmdet/models/task_modules/samplers',
+                  'scipy/optimize', 'mmdet/models/dense_heads/mask2former_head.py',
+                  'mmdet/models/dense_heads/maskformer_head.py', 'mmcv/ops/multi_scale_deform_attn.py')
+
+_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy,
+          torch.Tensor.__bool__, torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__index__,
+          torch.Tensor.nonzero, torch.nonzero, torch.Tensor.masked_select, torch.masked_select,
+          torch.Tensor.unique, torch.unique}
+
+
+def _bool_index(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+
+class _Mode(TorchFunctionMode):
+    def __init__(self, found):
+        super().__init__()
+        self.found = found
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        waits = func in _READS or (func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__)
+                                    and len(args) > 1 and _bool_index(args[1]))
+        if waits:
+            stack = traceback.extract_stack()[:-1]
+            self.found.append((getattr(func, '__qualname__', str(func)), stack))
+        return func(*args, **kwargs)
+
+
+class HostReads:
+    """`with HostReads(iteration=3) as reads:` counts the host reads of that training iteration
+    (1-based) of every run in the block."""
+
+    def __init__(self, iteration):
+        self.iteration, self.found, self.counted = iteration, [], False
+
+    def __enter__(self):
+        from mmengine.runner import IterBasedTrainLoop
+        self._loop, self._original = IterBasedTrainLoop, IterBasedTrainLoop.run_iter
+        original, reads = self._original, self
+
+        def run_iter(loop, data_batch):
+            if loop._iter + 1 != reads.iteration:
+                return original(loop, data_batch)
+            reads.counted = True
+            with _Mode(reads.found):
+                return original(loop, data_batch)
+        IterBasedTrainLoop.run_iter = run_iter
+        return self
+
+    def __exit__(self, *exc):
+        self._loop.run_iter = self._original
+
+    def _in_matcher(self, stack):
+        return any(part in frame.filename for frame in stack for part in MATCHER_FRAMES)
+
+    def in_matcher(self):
+        return [r for r in self.found if self._in_matcher(r[1])]
+
+    def outside_matcher(self):
+        return [r for r in self.found if not self._in_matcher(r[1])]
+
+    def report(self):
+        lines = []
+        for name, stack in self.outside_matcher()[:10]:
+            where = [f for f in stack if 'site-packages/torch/' not in f.filename][-3:]
+            lines.append(f'{name} at ' + ' <- '.join(f'{f.filename.split("site-packages/")[-1]}:{f.lineno}'
+                                                    for f in reversed(where)))
+        return '\n'.join(lines)
