@@ -55,7 +55,9 @@ def make_sample(rng, width, height):
 
 
 def write(out_dir, n_train=200, n_val=40, size=(128, 96), seed=0):
-    """Write the dataset; returns the ADEChallengeData2016 root. Same arguments, same bytes."""
+    """Write the dataset; returns the ADEChallengeData2016 root. Same arguments, same bytes.
+    `size`: (width, height), or a list of them that the images of each split take in turn."""
+    sizes = size if isinstance(size, list) else [size]
     root = Path(out_dir) / 'ADEChallengeData2016'
     rng = np.random.default_rng(seed)
     for split, count, prefix in (('training', n_train, 'ADE_train'), ('validation', n_val, 'ADE_val')):
@@ -63,7 +65,7 @@ def write(out_dir, n_train=200, n_val=40, size=(128, 96), seed=0):
         img_dir.mkdir(parents=True, exist_ok=True)
         ann_dir.mkdir(parents=True, exist_ok=True)
         for i in range(1, count + 1):
-            image, label = make_sample(rng, *size)
+            image, label = make_sample(rng, *sizes[(i - 1) % len(sizes)])
             Image.fromarray(image).save(img_dir / f'{prefix}_{i:08d}.jpg', quality=95)
             Image.fromarray(label).save(ann_dir / f'{prefix}_{i:08d}.png')
     return root

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import ade20k, checks, scripts, speed
+from common import ade20k, batched_eval, checks, scripts, speed
 from common.infer.model import LABEL_OFFSET, ade20k_meta, build_from, device
 
 
@@ -40,6 +40,8 @@ def run(cfg, s, plan):
     if s.tta:
         loader_cfg['dataset']['pipeline'] = ade20k.tta_pipeline()
         model = MODELS.build(dict(cfg.get('tta_model', dict(type='SegTTAModel')), module=model))
+    else:  # TTA's views of one image are its batch already
+        loader_cfg = batched_eval.batched(loader_cfg, s.EVAL_BATCH)
     loader = Runner.build_dataloader(loader_cfg)
     metric = METRICS.build(copy.deepcopy(cfg['test_evaluator']))
     metric.dataset_meta = loader.dataset.metainfo
@@ -51,9 +53,12 @@ def run(cfg, s, plan):
         speed.keep_deformable_attention_fp32()
     start = time.perf_counter()
     with torch.no_grad(), speed.autocast(device(), precision):
-        for batch in tqdm(loader, desc='evaluate', unit='img', dynamic_ncols=True):
+        progress = tqdm(total=len(loader.dataset), desc='evaluate', unit='img', dynamic_ncols=True)
+        for batch in loader:
             outputs = model.test_step(batch)
             metric.process(batch, [output.to_dict() for output in outputs])
+            progress.update(len(outputs))
+        progress.close()
     seconds = time.perf_counter() - start
 
     restore = _quiet_mmengine_logger()
