@@ -17,14 +17,19 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
 2. The run, one concern a module
     scripts      a train_*.py as data: load, settings, variant, reference numbers (the script protocol)
     cli          a script's settings as command line flags
+    validate     every setting's valid range or set, and the folders a run writes, checked first
     config       walking a config tree: SyncBN -> BN, without pretrained, files and packages it names, dump
     dist         launcher, rank and world size from the environment; the CPU (gloo) process group
     demo_data    the small, learnable ADE20K-layout dataset of --demo and the tests
     checkpoints  checkpoint files: atomic writes, newest complete, pre-emption save, safe and exact loading
     weights_fit  a pretrained file must initialise every tensor of the module it is loaded into
+    gpu          the NVIDIA GPUs the driver lists, and whether this torch can use them (DEVICE)
     checks       can this run start: installation, packages, pretrained files, dataset (preflight)
     speed        how a run uses the machine: precision, channels_last, TF32, fused step, compile
+    deferred     logged tensors stay on the device until a log line reads them (no wait per iteration)
     resilience   pre-emption signals and the non-finite-loss guard
+    batched_eval validation in batches of same-shape images (EVAL_BATCH), exact on one or several GPUs
+    resume       which checkpoint a run resumes from, and its data order continued without replay
     train        one training run: prepare the config, the Runner and its hooks, banner, summary.json
 3. Using a trained checkpoint
     infer        MODES: --eval-only, --predict, --export-onnx, --flops, one module each
@@ -32,7 +37,7 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
 4. The top
     runtime      defaults() (a script's runtime config) and run() (a script's whole life); nothing imports it
 5. Commands (`python -m common.<name>`)
-    env_check, download_ade20k, convert_vit, complexity, bench, plots, zoo, vs_stock, data_speed
+    env_check, download_ade20k, convert_vit, complexity, bench, bench_sh, plots, zoo, vs_stock, data_speed
 
 Process-wide changes the project makes to mmengine, mmcv and torch (and why):
 - checkpoints.install: torch.load's weights-only allow-list gains mmengine's HistoryBuffer and numpy
@@ -41,10 +46,21 @@ Process-wide changes the project makes to mmengine, mmcv and torch (and why):
 - checkpoints.install_atomic_writes: mmengine's LocalBackend.put/put_text write through
   files.atomic_write, so a checkpoint is never seen half-written.
 - resilience (the guard): mmengine's OptimWrapper.update_params skips the step of a non-finite loss,
-  agreed on by every rank, instead of poisoning the weights.
-- resilience.install_signal_handlers: SIGTERM and SIGINT save a checkpoint and stop (pre-emption).
+  agreed on by every rank, instead of poisoning the weights (on the device, through the fused
+  optimizer's found_inf, where it can); OptimWrapper._clip_grad records the gradient norm as a tensor
+  instead of float() (which waits for the GPU).
+- resilience.install_signal_handlers: SIGTERM, SIGINT and SIGUSR1 save a checkpoint and stop
+  (pre-emption); resilience.worker_init makes dataloader workers ignore them (the group is signalled).
+- deferred.install, per run: the runner's MessageHub becomes a DeferredMessageHub (class swap) that
+  keeps tensor scalars on the device until the logger, a checkpoint or a reader asks for them.
+- speed.sync_free_accuracy: mmseg's decode heads' `accuracy` (acc_seg) is computed without boolean-mask
+  indexing (same numbers, no wait for the GPU); speed.non_blocking_inputs: the data preprocessor
+  copies batches to the GPU without blocking.
 - weights_fit.must_fit, during runner.train() only: mmengine's and torch's load_state_dict audit what a
   file leaves uninitialised before loading it.
+- batched_eval: registers SameShapeBatchSampler in mmengine's DATA_SAMPLERS.
+- resume: registers ResumedInfiniteSampler and ResumedTrainLoop in mmengine's registries (a resumed
+  run's sampler skips the batches before its iteration instead of mmengine loading each of them).
 - speed: registers AutocastOptimWrapper, AutocastValLoop and AutocastTestLoop in mmengine's
   registries (bf16 without a loss scaler); keep_deformable_attention_fp32 wraps mmcv's
   MultiScaleDeformableAttention.forward in fp32 under autocast (its kernel has no bf16 version);
@@ -60,11 +76,11 @@ Process-wide changes the project makes to mmengine, mmcv and torch (and why):
 LAYERS = {
     'errors': 0, 'faults': 0, 'files': 0, 'download': 0,
     'ade20k': 1, 'schedules': 1, 'models': 1, 'pretrained': 1,
-    'scripts': 2, 'cli': 2, 'config': 2, 'dist': 2, 'demo_data': 2, 'checkpoints': 2, 'weights_fit': 2,
-    'checks': 2, 'speed': 2, 'resilience': 2, 'train': 2,
+    'scripts': 2, 'validate': 2, 'cli': 2, 'config': 2, 'dist': 2, 'demo_data': 2, 'checkpoints': 2, 'weights_fit': 2,
+    'gpu': 2, 'checks': 2, 'speed': 2, 'deferred': 2, 'resilience': 2, 'resume': 2, 'batched_eval': 2, 'train': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,
-    'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'complexity': 5, 'bench': 5, 'plots': 5,
+    'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'complexity': 5, 'bench': 5, 'bench_sh': 5, 'plots': 5,
     'zoo': 5, 'vs_stock': 5, 'data_speed': 5,
 }

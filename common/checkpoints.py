@@ -69,8 +69,10 @@ def _culprit(message):
     return lines[0][:300] if lines else message[:300]
 
 
-def load(path, map_location='cpu', trust=False, what='checkpoint'):
-    """torch.load with weights_only unless trusted; a refused or unreadable file is a SetupError."""
+def load(path, map_location='cpu', trust=False, what='checkpoint', mmap=False):
+    """torch.load with weights_only unless trusted; a refused or unreadable file is a SetupError.
+    mmap: the tensors stay in the file until touched (reading the meta of a 1 GB checkpoint is then
+    instant instead of a full read)."""
     import torch
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -78,7 +80,7 @@ def load(path, map_location='cpu', trust=False, what='checkpoint'):
     if not trust:
         install()
     try:
-        return torch.load(path, map_location=map_location, weights_only=not trust)
+        return torch.load(path, map_location=map_location, weights_only=not trust, mmap=mmap)
     except pickle.UnpicklingError as exc:
         culprit = _culprit(str(exc))
         raise SetupError(

@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from common import checkpoints, config, dist, files, resilience, scripts, speed, weights_fit
+from common import batched_eval, checkpoints, config, deferred, dist, files, resilience, resume, scripts, speed, validate, weights_fit
 from common.errors import SetupError
 
 
@@ -29,6 +29,7 @@ def prepare(cfg, s, plan):
     os.environ.setdefault('TORCH_NCCL_ASYNC_ERROR_HANDLING', '1')  # a dead rank fails the others
     speed.apply(cfg, plan)
     speed.set_global_flags(plan)
+    speed.sync_free_accuracy()
     if plan['precision'] != 'fp32':
         speed.keep_deformable_attention_fp32()  # a no-op for models without it
     if not torch.cuda.is_available():
@@ -36,14 +37,13 @@ def prepare(cfg, s, plan):
         config.sync_bn_to_bn(cfg)
         if cfg['launcher'] == 'pytorch':
             dist.start_cpu_process_group(cfg, s.DIST_TIMEOUT_S)
-    resume_from, resume_iter = (None if s.no_resume else checkpoints.latest(cfg['work_dir'])), 0
-    if resume_from:
-        checkpoint = checkpoints.load(resume_from, trust=s.trust_checkpoint, what='resume checkpoint')
-        resume_iter = int(checkpoint.get('meta', {}).get('iter', 0))
-        cfg.update(resume=True, load_from=resume_from)
-    elif s.load_from:
-        cfg.update(resume=False, load_from=s.load_from)
-    return resume_from, resume_iter
+    for loader in ('val_dataloader', 'test_dataloader'):
+        cfg[loader] = batched_eval.batched(cfg[loader], s.EVAL_BATCH)
+    resilience.survive_group_signals(cfg, dist.rank_from_env())
+    # So the config the run writes (work_dir/<time>/vis_data/config.py) builds elsewhere too: the
+    # modules that register its worker init, samplers and loops.
+    config.add_imports(cfg, 'common.resilience', 'common.batched_eval', 'common.resume')
+    return resume.plan(cfg, s)
 
 
 def _reference_line(s):
@@ -72,6 +72,7 @@ def banner(s, world, plan=None):
     if total != ref_total and ref_total % (s.BATCH_PER_GPU * world) == 0:
         lines.append(f'[{s.SCRIPT}] to keep {ref_total} on {world} GPU(s): --accumulate '
                      f'{ref_total // (s.BATCH_PER_GPU * world)}')
+    lines += [f'[{s.SCRIPT}] note: {note}' for note in validate.notes(s)]
     return '\n'.join(lines)
 
 
@@ -187,6 +188,7 @@ def train(cfg, s, plan, started):
     runner.register_hook(resilience.make_guard_hook(s.ON_NONFINITE_LOSS))
     resilience.install_signal_handlers()
     start, status, stopped_at = time.time(), 'failed', None
+    deferred.install(runner.message_hub)  # loss terms stay on the device until a log line reads them
     try:
         with weights_fit.must_fit():
             runner.train()
@@ -214,6 +216,7 @@ def train(cfg, s, plan, started):
         traceback.print_exc()
         raise SystemExit(1)
     finally:
+        deferred.uninstall(runner.message_hub)
         if runner.rank == 0:
             _write_summary(summarize(runner, recorder, s, plan, status, time.time() - start, stopped_at),
                            Path(cfg['work_dir']) / 'summary.json', s.SCRIPT)
