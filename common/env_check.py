@@ -3,8 +3,8 @@
     python -m common.env_check
 
 Imports torchvision, mmseg, mmdet, mmpretrain and mmcv's compiled ops (MultiScaleDeformableAttention,
-PSAMask), prints the versions, the device and whether mmcv was built with CUDA ops; exits 1 with
-the failing import and how to fix it.
+PSAMask, and CCNet's CrissCrossAttention, which mmcv.ops holds), prints the versions, the device and
+whether mmcv was built with CUDA ops; exits 1 with the failing import and how to fix it.
 """
 import sys
 
