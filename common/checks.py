@@ -155,7 +155,7 @@ def mmcv_ops_status():
     """(has_compiled_ops, has_cuda_ops). Raises SetupError when mmcv's compiled `_ext` is missing."""
     import_or_fail('mmcv')
     try:
-        from mmcv.ops import MultiScaleDeformableAttention, PSAMask  # noqa: F401
+        from mmcv.ops import CrissCrossAttention, MultiScaleDeformableAttention, PSAMask  # noqa: F401
         ext = importlib.import_module('mmcv._ext')
     except Exception as exc:
         raise SetupError(

@@ -3,8 +3,9 @@
     python -m common.env_check
 
 Imports torchvision, mmseg, mmdet, mmpretrain and mmcv's compiled ops (MultiScaleDeformableAttention,
-PSAMask), prints the versions, the device and whether mmcv was built with CUDA ops; exits 1 with
-the failing import and how to fix it, or when the machine has an NVIDIA GPU torch cannot use.
+PSAMask, and CCNet's CrissCrossAttention, which mmcv.ops holds), prints the versions, the device and
+whether mmcv was built with CUDA ops; exits 1 with the failing import and how to fix it, or when the
+machine has an NVIDIA GPU torch cannot use.
 """
 import sys
 

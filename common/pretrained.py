@@ -22,7 +22,8 @@ FILES = {
     'resnet50_v1c-2cccc1ad.pth': (
         'https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-2cccc1ad.pth',
         "ResNet-50-V1c ImageNet (open-mmlab://resnet50_v1c)",
-        'fcn pspnet deeplabv3plus upernet gcnet isanet nonlocal dnlnet psanet fastfcn pointrend knet sem_fpn'),
+        'fcn pspnet deeplabv3 deeplabv3plus upernet gcnet isanet nonlocal dnlnet psanet encnet ccnet danet apcnet dmnet '
+        'ann fastfcn pointrend knet sem_fpn'),
     'resnet101_v1c-e67eebb6.pth': (
         'https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth',
         "ResNet-101-V1c ImageNet (open-mmlab://resnet101_v1c)", 'BACKBONE=r101(-d8) variants, sem_fpn r101'),
@@ -63,12 +64,15 @@ FILES = {
     'swin_large_patch4_window7_224_22k_20220308-d5bdebaf.pth': (
         f'{_MMSEG}/swin/swin_large_patch4_window7_224_22k_20220308-d5bdebaf.pth',
         'Swin-L window 7, ImageNet-22k 224', 'knet BACKBONE=swin-l'),
+    'hrnetv2_w18_small-b5a04e21.pth': (
+        'https://download.openmmlab.com/pretrain/third_party/hrnetv2_w18_small-b5a04e21.pth',
+        'HRNetV2-W18-Small ImageNet (open-mmlab://msra/hrnetv2_w18_small)', 'hrnet BACKBONE=hr18s'),
     'hrnetv2_w18-00eb2006.pth': (
         'https://download.openmmlab.com/pretrain/third_party/hrnetv2_w18-00eb2006.pth',
-        'HRNetV2-W18 ImageNet (open-mmlab://msra/hrnetv2_w18)', 'ocrnet'),
+        'HRNetV2-W18 ImageNet (open-mmlab://msra/hrnetv2_w18)', 'ocrnet hrnet'),
     'hrnetv2_w48-d2186c55.pth': (
         'https://download.openmmlab.com/pretrain/third_party/hrnetv2_w48-d2186c55.pth',
-        'HRNetV2-W48 ImageNet (open-mmlab://msra/hrnetv2_w48)', 'ocrnet BACKBONE=hr48'),
+        'HRNetV2-W48 ImageNet (open-mmlab://msra/hrnetv2_w48)', 'ocrnet, hrnet BACKBONE=hr48'),
     'mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth': (
         'https://download.openmmlab.com/mmclassification/v0/mobilenet_v2/'
         'mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth',

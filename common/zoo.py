@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MARK, END = '<!-- SCRIPTS-TABLE -->', '<!-- SCRIPTS-TABLE-END -->'
 # Config types whose forward pass reaches a compiled (or mmcv.ops) kernel.
 OPS = {'PSAHead': 'mmcv PSAMask op', 'mmdet.MSDeformAttnPixelDecoder': 'mmcv MultiScaleDeformableAttention (CUDA)',
-       'mmdet.FocalLoss': 'mmcv sigmoid_focal_loss (CUDA)', 'PointHead': 'mmcv.ops point_sample'}
+       'mmdet.FocalLoss': 'mmcv sigmoid_focal_loss (CUDA)', 'PointHead': 'mmcv.ops point_sample',
+       'CCHead': 'mmcv.ops CrissCrossAttention'}
 
 
 def needs(cfg):

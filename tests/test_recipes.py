@@ -137,11 +137,13 @@ def test_listed_variant_references_are_recipes_of_the_wheel(name):
     configs = os.path.join(os.path.dirname(mmseg.__file__), '.mim', 'configs')
     settings = [n for n in scripts.VARIANT_SETTINGS if hasattr(module, n)]  # BACKBONE picks from BACKBONES...
     tables = [getattr(module, f'{n}S') for n in settings]
-    for variant, entry in module.REFERENCES.items():
+    for variant, listed in module.REFERENCES.items():
         choices = variant if isinstance(variant, tuple) else (variant,)
         assert len(choices) == len(tables) and all(c in t for c, t in zip(choices, tables)), variant
-        assert os.path.isfile(os.path.join(configs, entry['config'])), entry['config']
-        assert f"{entry['mIoU']:.2f}" in module.__doc__, (variant, entry['mIoU'])
-        chosen = dict(zip(settings, choices))
-        if scripts.variant_of(vars(module), chosen) != scripts.variant_of(vars(module)):
-            assert scripts.reference_for(vars(module), chosen)['mIoU'] == entry['mIoU']
+        for entry in [listed] if isinstance(listed, dict) else listed:  # a list: several schedules
+            assert os.path.isfile(os.path.join(configs, entry['config'])), entry['config']
+            assert f"{entry['mIoU']:.2f}" in module.__doc__, (variant, entry['mIoU'])
+            chosen = {**dict(zip(settings, choices)), **entry.get('settings', {})}
+            if scripts.variant_of(vars(module), chosen) != scripts.variant_of(vars(module)) or 'settings' in entry:
+                assert scripts.reference_for(vars(module), chosen)['config'] == entry['config']
+                assert scripts.reference_for(vars(module), chosen)['mIoU'] == entry['mIoU']
