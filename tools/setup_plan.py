@@ -167,7 +167,8 @@ def plan(env=None, root=ROOT):
     outside = [a for a in archs if not _version_key(low) <= _version_key(a) <= _version_key(high)]
     if outside:
         fits = [c for c, s in CHOICES.items()
-                if all(_version_key(s['arch'][0]) <= _version_key(a) <= _version_key(s['arch'][1]) for a in archs)]
+                if all(_version_key(s['arch'][0]) <= _version_key(a) <= _version_key(s['arch'][1]) for a in archs)
+                and all(_version_key(driver)[0] >= s['driver'] for _, driver, _ in found)]
         raise Refused(f'CUDA {spec["cuda"]} (TORCH_CUDA={choice}) compiles for compute capability {low} to '
                       f'{high}, not {", ".join(outside)}'
                       + (f': use TORCH_CUDA={" or ".join(fits)}' if fits else ''))
