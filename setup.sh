@@ -64,7 +64,7 @@ else
         export CUDA_HOME=$SYSTEM_CUDA_HOME
       fi
       export PATH=$CUDA_HOME/bin:$PATH FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$ARCH_LIST
-      log "CUDA ops for TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST with $("$CUDA_HOME/bin/nvcc" --version | grep -o 'V[0-9.]*') from CUDA_HOME=$CUDA_HOME ($NVCC_NOTE)"
+      log "CUDA ops for TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST with nvcc $("$CUDA_HOME/bin/nvcc" --version | sed -n 's/.*, V\([0-9.]*\)$/\1/p') from CUDA_HOME=$CUDA_HOME ($NVCC_NOTE)"
     fi
     $PIP install --quiet --require-hashes --no-deps -r requirements/mmcv-build.txt
     mkdir -p "$MMCV_DIR"

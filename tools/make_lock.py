@@ -119,9 +119,14 @@ def main(argv=None):
     parser.add_argument('--cuda-build', action='store_true',
                         help='only the CUDA compiler lock, for the torch lock there is')
     args = parser.parse_args(argv)
-    if not args.cuda_build:
-        make_lock(args.torch_cuda)
-    make_cuda_build_lock(args.torch_cuda)
+    try:
+        if not args.cuda_build:
+            make_lock(args.torch_cuda)
+        make_cuda_build_lock(args.torch_cuda)
+    except subprocess.CalledProcessError:
+        index = CHOICES[args.torch_cuda]['index']
+        raise SystemExit('make_lock: pip could not resolve the requirements (its error is above); nothing written'
+                         + (f'. Is {index} reachable from here?' if index else '')) from None
 
 
 if __name__ == '__main__':
