@@ -3,6 +3,7 @@
 #
 #   bash setup.sh            # idempotent: a second run only re-checks (seconds)
 #   bash setup.sh --plan     # print what it would install and build here, and from where; change nothing
+#                            # (also SETUP_PLAN_ONLY=1; `--plan --resolve` asks pip where each locked file comes from)
 #
 # Installs the hash-locked torch stack (requirements/lock.txt, or requirements/lock-<TORCH_CUDA>.txt),
 # compiles mmcv 2.1.0 with its ops into a wheel cache outside the checkout, so a fresh clone on the same

@@ -320,3 +320,32 @@ def test_make_lock_for_a_torch_cuda_choice_asks_pytorchs_index(tmp_path, monkeyp
                            '(torch and torchvision from https://download.pytorch.org/whl/cu126). Do not edit.\n')
     assert 'torch==2.13.0+cu126 \\\n    --hash=sha256:' in lock
     assert 'cuda-toolkit==12.6.0' in (tmp_path / 'requirements/mmcv-cuda-build-cu126.txt').read_text()
+
+
+def test_cuda_home_is_laid_out_from_both_package_layouts(tmp_path):
+    """tools/cuda_home.py: CUDA 13's shared nvidia/cu13 and CUDA 12's folder per package, the build target
+    first, then .venv's packages (the cuBLAS headers); libcudart.so for -lcudart."""
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import cuda_home
+
+    def files(site, *paths):
+        for path in paths:
+            (site / path).parent.mkdir(parents=True, exist_ok=True)
+            (site / path).write_text(str(site))
+        return site
+
+    for cu, nvcc_pkg, runtime_pkg, cublas_pkg, so in (('13', 'cu13', 'cu13', 'cu13', '13'),
+                                                       ('12', 'cuda_nvcc', 'cuda_runtime', 'cublas', '12')):
+        build = files(tmp_path / f'build{cu}', f'nvidia/{nvcc_pkg}/bin/nvcc', f'nvidia/{nvcc_pkg}/nvvm/bin/cicc',
+                      f'nvidia/{runtime_pkg}/include/cuda_runtime.h', f'nvidia/{runtime_pkg}/lib/libcudart.so.{so}',
+                      f'nvidia/{nvcc_pkg}/include/crt/host_config.h')
+        venv = files(tmp_path / f'venv{cu}', f'nvidia/{runtime_pkg}/include/cuda_runtime.h',
+                     f'nvidia/{cublas_pkg}/include/cublas_v2.h', f'nvidia/{runtime_pkg}/include/crt/extra.h')
+        home = cuda_home.assemble(tmp_path / f'home{cu}', [build, venv])
+        assert (home / 'bin/nvcc').resolve() == (build / f'nvidia/{nvcc_pkg}/bin/nvcc')
+        assert (home / 'include/cuda_runtime.h').read_text() == str(build)  # the build target wins
+        assert (home / 'include/cublas_v2.h').read_text() == str(venv)
+        assert {p.name for p in (home / 'include/crt').iterdir()} == {'host_config.h', 'extra.h'}
+        assert (home / 'lib64/libcudart.so').resolve() == build / f'nvidia/{runtime_pkg}/lib/libcudart.so.{so}'
+    with pytest.raises(SystemExit, match='no nvcc'):
+        cuda_home.assemble(tmp_path / 'empty', [tmp_path / 'venv13'])
