@@ -38,6 +38,10 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     runtime      defaults() (a script's runtime config) and run() (a script's whole life); nothing imports it
 5. Commands (`python -m common.<name>`)
     env_check, download_ade20k, convert_vit, complexity, bench, bench_sh, plots, zoo, vs_stock, data_speed
+    gpu_check    the GPU check (tools/gpu_check.sh): MEASUREMENTS in order, each in its time budget
+    gpu_stages   its measurements (env, data, smoke, vs_stock, eval_precision, sync_free, eval_batch)
+    gpu_report   its gpu_check.md and progress lines
+    inprocess    a train script or the stock baseline run inside this process: probe, time limit, log
 
 Process-wide changes the project makes to mmengine, mmcv and torch (and why):
 - checkpoints.install: torch.load's weights-only allow-list gains mmengine's HistoryBuffer and numpy
@@ -69,6 +73,8 @@ Process-wide changes the project makes to mmengine, mmcv and torch (and why):
 - faults.install_nan_losses (tests only, under ADE_TRAIN_FAULT=nan@iter=N): mmengine's
   BaseModel.parse_losses returns NaN at that iteration.
 - plots: matplotlib's Agg backend (no display needed).
+- inprocess (the GPU check only): registers the GpuCheckProbe hook in mmengine's HOOKS; sets SIGALRM's
+  handler during a run (its time limit); restores PyTorch's default TF32 flags around a stock run.
 """
 
 # module -> layer (see above): tests/test_architecture.py checks that every module is listed and
@@ -82,5 +88,5 @@ LAYERS = {
     'infer.flops': 3,
     'runtime': 4,
     'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'complexity': 5, 'bench': 5, 'bench_sh': 5, 'plots': 5,
-    'zoo': 5, 'vs_stock': 5, 'data_speed': 5,
+    'zoo': 5, 'vs_stock': 5, 'data_speed': 5, 'gpu_check': 5, 'gpu_stages': 5, 'gpu_report': 5, 'inprocess': 5,
 }
