@@ -13,7 +13,7 @@ import shutil
 import statistics
 import subprocess
 
-from common import bench, checkpoints, cli, demo_data, inprocess, scripts, vs_stock
+from common import bench_sh, checkpoints, cli, demo_data, inprocess, scripts, vs_stock
 
 EVAL_MODELS = ('fcn', 'segformer')      # evaluated in bf16 and fp32 on the same weights
 SYNC_FREE_MODULE = 'common.deferred'    # logged values kept on the device: no host sync per iteration
@@ -98,7 +98,7 @@ def data(ctx):
     out = ctx.work / 'data'
     shutil.rmtree(out, ignore_errors=True)
     root = demo_data.write(out, p['train_images'], p['val_images'], p['image_size'], num_classes=NUM_CLASSES)
-    train_root = bench.val_subset(root, 1, ctx.work / 'data_train')
+    train_root = bench_sh.val_subset(root, 1, ctx.work / "data_train")
     return dict(status='finished', root=str(root), train_root=str(train_root), train_images=p['train_images'],
                 val_images=p['val_images'], image_size='x'.join(map(str, p['image_size'])), classes=NUM_CLASSES)
 

@@ -76,7 +76,7 @@ def compare(script, batch, args, ours_flags, work):
     ours_dir = work / name
     # Ours evaluates at its last iteration (mmengine's loop does): on one validation image, so the
     # comparison is of training alone. The training split is the same files (symlinks).
-    from common.bench import val_subset
+    from common.bench_sh import val_subset
     ours_root = str(val_subset(args.data_root, 1, work / 'data'))
     ours_cmd = [sys.executable, script, '--data-root', ours_root, '--work-dir', str(ours_dir),
                 '--no-pretrained', '--no-resume', '--max-iters', str(args.iters), '--val-interval', str(args.iters),

@@ -34,7 +34,7 @@ def test_dry_run_finishes_every_measurement(dry_run):
     for name in ('env', 'data', 'smoke', 'vs_stock', 'eval_precision'):
         stage = r['stages'][name]
         assert stage['status'] == 'finished', (name, stage)
-        assert 0 < stage['seconds'] <= stage['budget_s'] <= r['budgets'][name]['planned_s']
+        assert 0 <= stage['seconds'] <= stage['budget_s'] <= r['budgets'][name]['planned_s']  # a tiny stage rounds to 0.0
     assert r['stages']['env']['ops'] == {'PSAMask': 'ok', 'MultiScaleDeformableAttention': 'ok'}
     assert r['stages']['data']['classes'] == 150 and r['stages']['data']['val_images'] == 2
     for name in ('sync_free', 'eval_batch'):  # features on their way: either is fine, never an error
