@@ -63,8 +63,9 @@ def resolve_precision(requested, cuda=None, bf16_supported=None):
 _ON, _OFF = set(validate.SWITCH_ON), set(validate.SWITCH_OFF)
 
 
-def resolve_switch(requested, cuda=None):
-    """'auto' (on a GPU), 'on' or 'off' (validate.SWITCH_ON/OFF spellings) -> bool."""
+def resolve_switch(requested, cuda=None, flag='--channels-last'):
+    """'auto' (on a GPU), 'on' or 'off' (validate.SWITCH_ON/OFF spellings) -> bool; `flag` names the
+    setting in the error."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     value = str(requested).lower()
     if value == 'auto':
@@ -72,18 +73,15 @@ def resolve_switch(requested, cuda=None):
     if value in _ON | _OFF:
         return value in _ON
     from common.errors import SetupError
-    raise SetupError(f'{requested!r} is not auto, on or off', 'use auto, on or off')
-
-
-resolve_channels_last = resolve_switch
+    raise SetupError(f'{flag} {requested!r} is not auto, on or off', f'use {flag} auto, on or off')
 
 
 def plan(s, cuda=None, bf16_supported=None):
     """What this run will use, from the settings: a dict printed in the banner and kept in summary.json."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     return dict(precision=resolve_precision(s.PRECISION, cuda, bf16_supported),
-                channels_last=resolve_channels_last(s.CHANNELS_LAST, cuda),
-                tf32=bool(s.TF32 and cuda), fused_optimizer=resolve_switch(s.FUSED_OPTIMIZER, cuda),
+                channels_last=resolve_switch(s.CHANNELS_LAST, cuda, '--channels-last'),
+                tf32=bool(s.TF32 and cuda), fused_optimizer=resolve_switch(s.FUSED_OPTIMIZER, cuda, '--fused-optimizer'),
                 compile=bool(s.COMPILE), cudnn_benchmark=True)
 
 
