@@ -32,20 +32,28 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from common import gpu  # noqa: E402  (standard library only, like this file: the driver table)
+
 MMCV = '2.1.0'
 PYTORCH_INDEX = 'https://download.pytorch.org/whl/'
 DEFAULT = 'cu130'
-# torch's CUDA builds this project offers. driver: the oldest Linux driver of the toolkit's GA release
-# (NVIDIA's CUDA Toolkit release notes, table 3: 13.0 GA >= 580.65.06, 12.8 GA >= 570.26, 12.6 GA >= 560.28.03).
+# torch's CUDA builds this project offers. driver: the oldest Linux driver that runs it, from the one
+# table in common/gpu.py (the runs check the same numbers): 13.0 needs >= 580; a 12.x build runs on
+# >= 525 by CUDA's minor-version compatibility (mmcv is compiled to each GPU's own code, no PTX JIT).
 # arch: the compute capabilities that toolkit's nvcc compiles for (13.0 dropped Maxwell, Pascal and Volta;
 # Blackwell needs 12.8).
+def _choice(name, arch, index):
+    cuda = gpu.TORCH_CUDA[name]
+    suffix = '' if index is None else f'-{name}'
+    return dict(cuda=cuda, driver=gpu.driver_needed(cuda), arch=arch, lock=f'requirements/lock{suffix}.txt',
+                build=f'requirements/mmcv-cuda-build{suffix}.txt', index=index)
+
+
 CHOICES = {
-    'cu130': dict(cuda='13.0', driver=580, arch=('7.5', '12.1'), lock='requirements/lock.txt',
-                  build='requirements/mmcv-cuda-build.txt', index=None),
-    'cu128': dict(cuda='12.8', driver=570, arch=('5.0', '12.0'), lock='requirements/lock-cu128.txt',
-                  build='requirements/mmcv-cuda-build-cu128.txt', index=PYTORCH_INDEX + 'cu128'),
-    'cu126': dict(cuda='12.6', driver=560, arch=('5.0', '9.0'), lock='requirements/lock-cu126.txt',
-                  build='requirements/mmcv-cuda-build-cu126.txt', index=PYTORCH_INDEX + 'cu126'),
+    'cu130': _choice('cu130', ('7.5', '12.1'), None),
+    'cu128': _choice('cu128', ('5.0', '12.0'), PYTORCH_INDEX + 'cu128'),
+    'cu126': _choice('cu126', ('5.0', '9.0'), PYTORCH_INDEX + 'cu126'),
 }
 ARCH_RE = re.compile(r'^(\d+)\.(\d+)([af]?)(\+PTX)?$')
 
@@ -126,7 +134,7 @@ def plan(env=None, root=ROOT):
     choice = env.get('TORCH_CUDA', '').strip() or DEFAULT
     if choice not in CHOICES:
         raise Refused(f'TORCH_CUDA={choice} is not one of {", ".join(CHOICES)} '
-                      '(cu130: driver >= 580, cu128: >= 570, cu126: >= 560)')
+                      '(' + ', '.join(f'{c}: driver >= {s["driver"]}' for c, s in CHOICES.items()) + ')')
     spec = CHOICES[choice]
     index = env.get('TORCH_INDEX_URL') or spec['index']
     p = dict(torch_cuda=choice, cuda=spec['cuda'], driver_needed=spec['driver'], lock=spec['lock'],
