@@ -69,7 +69,8 @@ else
     fi
     $PIP install --quiet --require-hashes --no-deps -r requirements/mmcv-build.txt
     mkdir -p "$MMCV_DIR"
-    $PIP wheel --no-deps --no-build-isolation --require-hashes -r requirements/mmcv.txt -w "$MMCV_DIR"
+    # --no-cache-dir: pip would reuse a wheel it built before from the same sdist (CPU ops for CUDA ones)
+    $PIP wheel --no-cache-dir --no-deps --no-build-isolation --require-hashes -r requirements/mmcv.txt -w "$MMCV_DIR"
     # Back to the runtime setuptools of the lock (torch needs >=77).
     $PIP install --quiet --require-hashes --no-deps -r <(grep -A1 '^setuptools==' "$LOCK")
   fi
