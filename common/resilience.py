@@ -2,14 +2,18 @@
 
 - SIGTERM, SIGINT or SIGUSR1 (a scheduler's pre-emption or time limit, Ctrl-C, SLURM's --signal)
   sets a flag; after the current iteration, or the current evaluation step, a checkpoint is saved
-  and the run stops with exit code 128 + signal; the same command resumes (and redoes an evaluation
-  the signal cut short). Clusters signal every process of the job: the dataloader workers ignore
-  these signals (the main process stops them), and the copy torchrun forwards to its ranks within
-  COALESCE_S of the first is the same signal. A second signal after that stops at once.
+  and the run stops with exit code 128 + signal; the same command resumes, and redoes an evaluation
+  that a signal or a kill cut short (WORK_DIR/eval_interrupted names the iteration while one runs).
+  Clusters signal every process of the job: the dataloader workers ignore these signals (the main
+  process stops them, also at exit), and the copy torchrun forwards to its ranks within COALESCE_S of
+  the first is the same signal. A second signal after that stops at once.
 - A non-finite loss skips the optimizer step (weights stay finite) and, by default, stops the run
   naming the iteration and each loss term; the last good checkpoint stays as it was.
 (Checkpoints themselves are written atomically: common/checkpoints.py. Test faults: common/faults.py.)
 """
+import atexit
+import gc
+import multiprocessing
 import os
 import signal
 import time
@@ -36,7 +40,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 # `kill -TERM -PGID`, `timeout`, srun: each rank is signalled, and torchrun forwards its own copy
 # a moment later. Copies within this many seconds of the first are the same request.
 COALESCE_S = 2.0
-EVAL_INTERRUPTED = 'eval_interrupted'  # in WORK_DIR: the iteration whose evaluation a signal cut short
+EVAL_INTERRUPTED = 'eval_interrupted'  # in WORK_DIR: the iteration being evaluated (left behind: cut short)
 _signal_received = []
 _first_signal_at = [0.0]
 
@@ -58,6 +62,28 @@ def install_signal_handlers():
               'stopping (send it again to stop at once)', flush=True)
     for signum in SIGNALS:
         signal.signal(signum, handler)
+    if not _exit_hook_registered:
+        atexit.register(end_dataloader_workers)  # runs before multiprocessing's own (atexit is LIFO)
+        _exit_hook_registered.append(True)
+
+
+_exit_hook_registered = []
+
+
+def end_dataloader_workers():
+    """Stop every live dataloader's workers as torch does at the end of an epoch (None on each index
+    queue, then join). At exit, multiprocessing would SIGTERM its daemonic children, which our
+    workers ignore (worker_init), and then wait for them forever: a run stopped by a signal keeps
+    its loaders' iterators alive in the traceback, so nothing else ends them. A worker still alive
+    after that (stuck in a read) is killed: it holds nothing that needs saving."""
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+    for obj in gc.get_objects():
+        if isinstance(obj, _MultiProcessingDataLoaderIter):
+            obj._shutdown_workers()
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(5)
 
 
 def worker_init(worker_id, num_workers=None, rank=0, seed=None):
@@ -155,6 +181,20 @@ def eval_interrupted_at(work_dir):
         return None
 
 
+def _training(runner):
+    """Inside runner.train() (its loop is built), not an evaluation of a checkpoint. (runner.train_loop
+    would build the training loop, dataloader and all, if it were not.)"""
+    from mmengine.runner import BaseLoop
+    return isinstance(getattr(runner, '_train_loop', None), BaseLoop)
+
+
+def _remove_marker(work_dir):
+    try:
+        os.remove(os.path.join(work_dir, EVAL_INTERRUPTED))
+    except FileNotFoundError:
+        pass
+
+
 def make_guard_hook(on_nonfinite='stop'):
     """The hook that turns a skipped step into a stop (default) or a counted skip, and that
     handles pre-emption and injected kills between iterations and inside evaluation."""
@@ -202,25 +242,35 @@ def make_guard_hook(on_nonfinite='stop'):
             deferred.flush(runner.message_hub)  # a trip in the last iterations before the end
             self._handle_trips(runner, runner.iter)
 
+        def before_val(self, runner):
+            # Training's evaluation of iteration runner.iter begins: until it ends, WORK_DIR says so,
+            # so a run killed inside it (SIGKILL, a crash, a signal) evaluates that iteration again
+            # when resumed, instead of going on (or calling itself finished) without its mIoU.
+            if _training(runner) and runner.rank == 0:
+                files.atomic_write(str(runner.iter), os.path.join(runner.work_dir, EVAL_INTERRUPTED))
+
+        def after_val(self, runner):
+            if _training(runner) and runner.rank == 0:
+                _remove_marker(runner.work_dir)
+
         def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             faults.maybe_signal('val', until=_stop_requested)
-            if runner.train_loop is not None and dist.any_rank(bool(_signal_received)):
+            if _training(runner) and dist.any_rank(bool(_signal_received)):
                 # During training's evaluation: iteration runner.iter is complete (its checkpoint is
-                # usually written already); the resumed run evaluates it again before going on.
+                # usually written already; WORK_DIR/eval_interrupted names it, from before_val): the
+                # resumed run evaluates it again before going on.
                 done = runner.iter
                 checkpoint = checkpoints.save_now(runner, done)
-                if runner.rank == 0:
-                    files.atomic_write(str(done), os.path.join(runner.work_dir, EVAL_INTERRUPTED))
                 raise Preempted(_signal_received[0] if _signal_received else signal.SIGTERM, done, checkpoint)
 
         def before_train(self, runner):
             pending = eval_interrupted_at(runner.work_dir)
             if pending is not None and pending == runner.iter:
-                print_log(f'[resume] evaluating iteration {pending} again (a signal stopped its evaluation)',
+                print_log(f'[resume] evaluating iteration {pending} again (its evaluation did not finish)',
                           logger='current')
-                runner.val_loop.run()
-            if pending is not None and runner.rank == 0:
-                os.remove(os.path.join(runner.work_dir, EVAL_INTERRUPTED))
+                runner.val_loop.run()  # its after_val removes the marker
+            elif pending is not None and runner.rank == 0:
+                _remove_marker(runner.work_dir)  # an older iteration's: that checkpoint is not the one resumed
 
     _LossGuard.install()
     return SafetyHook()

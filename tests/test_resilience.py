@@ -68,15 +68,21 @@ def assert_same_end(work, unbroken_work):
 @pytest.mark.parametrize('fault, resumes_from', [
     ('sigkill@iter=3', 2),   # between iterations
     ('sigkill@val=5', 4),    # inside the second evaluation (3 images each; its iter_4.pth is written)
+    ('sigkill@val=8', 6),    # inside the last one: iter_6.pth is there, yet the run has not finished
     ('sigkill@save=3', 2),   # halfway through writing iter_4.pth (save 1: iter_2, 2: best_mIoU_iter_2)
 ])
 def test_kill_9_then_the_same_command_resumes(fault, resumes_from, tiny_data, tmp_path, unbroken):
-    killed = train(tmp_path, tiny_data, fault)
+    one_by_one = ('--eval-batch', '1')  # an evaluation is 3 validation iterations, as counted above
+    killed = train(tmp_path, tiny_data, fault, extra=one_by_one)
     assert killed.returncode == -signal.SIGKILL
-    proc = train(tmp_path, tiny_data)
+    proc = train(tmp_path, tiny_data, extra=one_by_one)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert summary(tmp_path)['start_iter'] == resumes_from
     assert_same_end(tmp_path, unbroken)
+    # Every evaluation is in the run's log: one that the kill cut short was done again on resume.
+    assert set(logged(tmp_path, 'mIoU')) == {2, 4, 6}
+    assert ('evaluating iteration' in proc.stdout + proc.stderr) == fault.startswith('sigkill@val')
+    assert not (tmp_path / 'eval_interrupted').exists()
 
 
 def test_pointer_to_a_missing_checkpoint_falls_back_to_the_newest_complete_one(tiny_data, tmp_path, unbroken):
