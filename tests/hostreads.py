@@ -12,15 +12,19 @@ import traceback
 import torch
 from torch.overrides import TorchFunctionMode
 
-# Scripts whose loss runs a Hungarian matcher (scipy, on the CPU): their reads are counted apart.
-MATCHER_SCRIPTS = {'train_mask2former', 'train_maskformer'}
-# Where those reads are, by their nature: the matcher (assigner, scipy) and its sampler; the heads'
-# losses, which index the matched queries (a count only the matcher's result knows); mmcv's
-# deformable attention, which asserts its input shapes against a device tensor (and on a CPU splits
-# by them).
+# Where a recipe's own loss needs a count only the data knows, the reads are counted apart:
+# - a Hungarian matcher (scipy, on the CPU): the assigner and its sampler; the heads' losses, which
+#   index the matched queries; mmcv's deformable attention, which asserts its input shapes against a
+#   device tensor (and on a CPU splits by them);
+# - OHEM (mmseg's OHEMPixelSampler): it sorts the valid pixels (a boolean-mask selection) to find the
+#   min_kept-th probability. A sync-free version is possible (sort every pixel, invalid ones last);
+#   until then its reads are said, not hidden.
 MATCHER_FRAMES = ('mmdet/models/task_modules/assigners', 'mmdet/models/task_modules/samplers',
                   'scipy/optimize', 'mmdet/models/dense_heads/mask2former_head.py',
                   'mmdet/models/dense_heads/maskformer_head.py', 'mmcv/ops/multi_scale_deform_attn.py')
+OHEM_FRAMES = ('mmseg/structures/sampler/ohem_pixel_sampler.py',)
+BY_NATURE = {'train_mask2former': MATCHER_FRAMES, 'train_maskformer': MATCHER_FRAMES, 'train_stdc': OHEM_FRAMES}
+MATCHER_SCRIPTS = set(BY_NATURE)  # the scripts whose reads by nature are counted apart
 
 _READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy,
           torch.Tensor.__bool__, torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__index__,
@@ -52,8 +56,9 @@ class HostReads:
     """`with HostReads(iteration=3) as reads:` counts the host reads of that training iteration
     (1-based) of every run in the block."""
 
-    def __init__(self, iteration):
+    def __init__(self, iteration, script=None):
         self.iteration, self.found, self.counted = iteration, [], False
+        self.frames = BY_NATURE.get(script, ())  # the reads this script makes by nature
 
     def __enter__(self):
         from mmengine.runner import IterBasedTrainLoop
@@ -73,7 +78,7 @@ class HostReads:
         self._loop.run_iter = self._original
 
     def _in_matcher(self, stack):
-        return any(part in frame.filename for frame in stack for part in MATCHER_FRAMES)
+        return any(part in frame.filename for frame in stack for part in self.frames)
 
     def in_matcher(self):
         return [r for r in self.found if self._in_matcher(r[1])]
