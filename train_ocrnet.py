@@ -40,23 +40,7 @@ REFERENCE = dict(config='ocrnet/ocrnet_hr18_4xb4-80k_ade20k-512x512.py', mIoU=37
 REFERENCES = {  # the variants' own recipes (scripts.reference_for)
     'hr48': dict(config='ocrnet/ocrnet_hr48_4xb4-80k_ade20k-512x512.py', mIoU=43.00, mIoU_ms=44.30),
 }
-# Branch widths (1/4, 1/8, 1/16, 1/32 resolution) and the ImageNet weights (open-mmlab://msra/hrnetv2_w*).
-BACKBONES = {
-    'hr18': dict(widths=(18, 36, 72, 144), pretrained='hrnetv2_w18-00eb2006.pth'),
-    'hr48': dict(widths=(48, 96, 192, 384), pretrained='hrnetv2_w48-d2186c55.pth'),
-}
-
-
-def hrnet(widths, norm_cfg):
-    """HRNetV2p (mmseg _base_/models/ocrnet_hr18.py): a bottleneck stem stage, then 1, 4 and 3 modules
-    of 2, 3 and 4 parallel branches of 4 basic blocks each."""
-    def stage(num_modules, branches):
-        return dict(num_modules=num_modules, num_branches=branches, block='BASIC', num_blocks=(4,) * branches,
-                    num_channels=tuple(widths[:branches]))
-    return dict(type='HRNet', norm_cfg=dict(norm_cfg), norm_eval=False,
-                extra=dict(stage1=dict(num_modules=1, num_branches=1, block='BOTTLENECK', num_blocks=(4,),
-                                       num_channels=(64,)),
-                           stage2=stage(1, 2), stage3=stage(4, 3), stage4=stage(3, 4)))
+BACKBONES = {'hr18': models.HRNET_V2['hr18'], 'hr48': models.HRNET_V2['hr48']}
 
 
 def build_config(s):
@@ -70,7 +54,7 @@ def build_config(s):
         num_stages=2,
         data_preprocessor=ade20k.data_preprocessor(s.CROP_SIZE),
         pretrained=pretrained.resolve(s.PRETRAINED, backbone['pretrained']),
-        backbone=hrnet(backbone['widths'], norm_cfg),
+        backbone=models.hrnet(backbone['widths'], backbone['blocks'], backbone['modules'], norm_cfg),
         decode_head=[
             dict(type='FCNHead', **inputs, channels=sum(widths), kernel_size=1, num_convs=1, concat_input=False,
                  dropout_ratio=-1, num_classes=ade20k.NUM_CLASSES, norm_cfg=norm_cfg, align_corners=False,

@@ -21,6 +21,27 @@ def resnet_v1c(depth, dilated=True, norm_cfg=SYNC_BN):
                 norm_cfg=dict(norm_cfg), norm_eval=False, style='pytorch', contract_dilation=True)
 
 
+HRNET_V2 = {  # name -> branch widths (1/4, 1/8, 1/16, 1/32 resolution), blocks per branch, modules of
+    # stages 3 and 4, and the ImageNet weights (open-mmlab://msra/hrnetv2_w18_small, _w18, _w48)
+    'hr18s': dict(widths=(18, 36, 72, 144), blocks=2, modules=(3, 2), pretrained='hrnetv2_w18_small-b5a04e21.pth'),
+    'hr18': dict(widths=(18, 36, 72, 144), blocks=4, modules=(4, 3), pretrained='hrnetv2_w18-00eb2006.pth'),
+    'hr48': dict(widths=(48, 96, 192, 384), blocks=4, modules=(4, 3), pretrained='hrnetv2_w48-d2186c55.pth'),
+}
+
+
+def hrnet(widths, blocks=4, modules=(4, 3), norm_cfg=SYNC_BN):
+    """HRNetV2p (mmseg _base_/models/fcn_hr18.py, ocrnet_hr18.py): a bottleneck stem stage (64 channels),
+    then 1, modules[0] and modules[1] modules of 2, 3 and 4 parallel branches, `blocks` basic blocks
+    each (W18-Small: 2 blocks, 3 and 2 modules; W18 and W48: 4 blocks, 4 and 3 modules)."""
+    def stage(num_modules, branches):
+        return dict(num_modules=num_modules, num_branches=branches, block='BASIC', num_blocks=(blocks,) * branches,
+                    num_channels=tuple(widths[:branches]))
+    return dict(type='HRNet', norm_cfg=dict(norm_cfg), norm_eval=False,
+                extra=dict(stage1=dict(num_modules=1, num_branches=1, block='BOTTLENECK', num_blocks=(blocks,),
+                                       num_channels=(64,)),
+                           stage2=stage(1, 2), stage3=stage(modules[0], 3), stage4=stage(modules[1], 4)))
+
+
 def fcn_aux_head(in_channels=1024, channels=256, in_index=2, norm_cfg=SYNC_BN, loss_weight=0.4):
     """The auxiliary FCNHead on stage 3 that every ResNet recipe trains with (weight 0.4)."""
     return dict(type='FCNHead', in_channels=in_channels, in_index=in_index, channels=channels, num_convs=1,

@@ -66,10 +66,10 @@ FILES = {
         'Swin-L window 7, ImageNet-22k 224', 'knet BACKBONE=swin-l'),
     'hrnetv2_w18_small-b5a04e21.pth': (
         'https://download.openmmlab.com/pretrain/third_party/hrnetv2_w18_small-b5a04e21.pth',
-        'HRNetV2-W18-Small ImageNet (open-mmlab://msra/hrnetv2_w18_small)', 'hrnet BACKBONE=hr18s'),
+        'HRNetV2-W18-Small ImageNet (open-mmlab://msra/hrnetv2_w18_small)', 'hrnet'),
     'hrnetv2_w18-00eb2006.pth': (
         'https://download.openmmlab.com/pretrain/third_party/hrnetv2_w18-00eb2006.pth',
-        'HRNetV2-W18 ImageNet (open-mmlab://msra/hrnetv2_w18)', 'ocrnet hrnet'),
+        'HRNetV2-W18 ImageNet (open-mmlab://msra/hrnetv2_w18)', 'ocrnet; hrnet BACKBONE=hr18'),
     'hrnetv2_w48-d2186c55.pth': (
         'https://download.openmmlab.com/pretrain/third_party/hrnetv2_w48-d2186c55.pth',
         'HRNetV2-W48 ImageNet (open-mmlab://msra/hrnetv2_w48)', 'ocrnet, hrnet BACKBONE=hr48'),
