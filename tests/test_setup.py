@@ -185,6 +185,9 @@ def _sandbox(tmp_path):
     shutil.copy(ROOT / 'setup.sh', root)
     shutil.copytree(ROOT / 'tools', root / 'tools', ignore=shutil.ignore_patterns('__pycache__'))
     shutil.copytree(ROOT / 'requirements', root / 'requirements')
+    (root / 'common').mkdir()
+    for name in ('__init__.py', 'gpu.py'):  # the driver table (tools/setup_plan.py imports it)
+        shutil.copy(ROOT / 'common' / name, root / 'common')
     return root
 
 
