@@ -16,13 +16,17 @@ from torch.overrides import TorchFunctionMode
 # - a Hungarian matcher (scipy, on the CPU): the assigner and its sampler; the heads' losses, which
 #   index the matched queries; mmcv's deformable attention, which asserts its input shapes against a
 #   device tensor (and on a CPU splits by them);
-# - OHEM (mmseg's OHEMPixelSampler): it sorts the valid pixels (a boolean-mask selection) to find the
+# - OHEM (mmseg's OHEMPixelSampler, STDC): it sorts the valid pixels (a boolean-mask selection) to find the
 #   min_kept-th probability. A sync-free version is possible (sort every pixel, invalid ones last);
 #   until then its reads are said, not hidden.
 MATCHER_FRAMES = ('mmdet/models/task_modules/assigners', 'mmdet/models/task_modules/samplers',
                   'scipy/optimize', 'mmdet/models/dense_heads/mask2former_head.py',
-                  'mmdet/models/dense_heads/maskformer_head.py', 'mmcv/ops/multi_scale_deform_attn.py')
-OHEM_FRAMES = ('mmseg/structures/sampler/ohem_pixel_sampler.py',)
+                  'mmdet/models/dense_heads/maskformer_head.py', 'mmcv/ops/multi_scale_deform_attn.py',
+                  # mmseg's wrappers turn each label map into instance targets: torch.unique of its classes
+                  'mmseg/models/decode_heads/mask2former_head.py', 'mmseg/models/decode_heads/maskformer_head.py')
+# STDC: OHEM, and its boundary head's targets (`t[t > 0.1] = 1`, a masked assignment that torch turns
+# into an index list; masked_fill would not wait: a candidate for a patch, said here until then).
+OHEM_FRAMES = ('mmseg/structures/sampler/ohem_pixel_sampler.py', 'mmseg/models/decode_heads/stdc_head.py')
 BY_NATURE = {'train_mask2former': MATCHER_FRAMES, 'train_maskformer': MATCHER_FRAMES, 'train_stdc': OHEM_FRAMES}
 MATCHER_SCRIPTS = set(BY_NATURE)  # the scripts whose reads by nature are counted apart
 
