@@ -78,7 +78,7 @@ def end_dataloader_workers():
     after that (stuck in a read) is killed: it holds nothing that needs saving."""
     from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
     for obj in gc.get_objects():
-        if isinstance(obj, _MultiProcessingDataLoaderIter):
+        if type(obj) is _MultiProcessingDataLoaderIter:  # type(): isinstance would touch deprecated objects
             obj._shutdown_workers()
     for child in multiprocessing.active_children():
         if child.daemon:
