@@ -45,9 +45,13 @@ NUM_KERNEL_UPDATES = 3              # kernel-update stages (the "S3" of the reci
 
 REFERENCE = dict(config='knet/knet-s3_r50-d8_upernet_8xb2-adamw-80k_ade20k-512x512.py', mIoU=43.45, mIoU_ms=44.07,
                  mem_gb=7.34, fps=17.11, total_batch=16)
+# The upstream 640 file sets 640 pipelines, then re-assigns the 512 ones (docstring): here they are 640.
+_UPSTREAM_512 = "the 640 recipe's own 640 pipelines; the upstream file re-assigns 512 ones (a bug, docstring)"
 REFERENCES = {  # the variants' own recipes (scripts.reference_for)
     'swin-l': dict(config='knet/knet-s3_swin-l_upernet_8xb2-adamw-80k_ade20k-640x640.py', mIoU=52.21, mIoU_ms=53.34,
-                   mem_gb=13.54, fps=8.29, crop_size=(640, 640)),
+                   mem_gb=13.54, fps=8.29, crop_size=(640, 640),
+                   settings={'CROP_SIZE': (640, 640)},
+                   deviations={f'{split}_dataloader.dataset.pipeline': _UPSTREAM_512 for split in ('train', 'val', 'test')}),
 }
 LR_DROPS = [0.75, 0.9]              # fractions of MAX_ITERS where the LR drops 10x (recipe: 60k and 72k of 80k)
 BACKBONES = {

@@ -19,7 +19,7 @@ Deviations from the recipe (the user's defaults):
   restores 32.
 - The recipe wraps the training set in RepeatDataset(times=50). Under an InfiniteSampler and an
   iteration-based loop that changes nothing but the length of a sampler "epoch" (one reshuffle per 50
-  passes instead of one per pass), so the plain ADE20KDataset is used (DEVIATIONS: 'dataset'; the
+  passes instead of one per pass), so the plain ADE20KDataset is used (DEVIATIONS; the
   pipelines inside it are the recipe's and are checked).
 - The recipe trains in fp16 (AmpOptimWrapper, dynamic loss scale), as does `--precision fp16`; the
   dumped config keeps the recipe's wrapper, and PRECISION 'auto' uses bf16 on a GPU (no loss scale
@@ -55,7 +55,8 @@ REFERENCES = {  # the variants' own recipes (scripts.reference_for); m36: not in
     'm48': dict(config='poolformer/fpn_poolformer_m48_8xb4-40k_ade20k-512x512.py', mIoU=42.43, mIoU_ms=None,
                 mem_gb=10.48, fps=6.69),
 }
-DEVIATIONS = ['dataset']  # no RepeatDataset wrapper (see the docstring)
+DEVIATIONS = {'train_dataloader.dataset': 'no RepeatDataset(times=50) wrapper: under an InfiniteSampler it only '
+                                          'changes when the sampler reshuffles (the docstring)'}
 _S = [64, 128, 320, 512]            # stage widths of the S models; the M models are wider
 _M = [96, 192, 384, 768]
 BACKBONES = {

@@ -49,15 +49,19 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='twins/twins_pcpvt-s_uperhead_8xb4-160k_ade20k-512x512.py', mIoU=46.04, mIoU_ms=46.92,
                  mem_gb=None, fps=None, total_batch=32)
+# The FPN recipes: 80k at LR 1e-4 (flags: MAX_ITERS and LR default to the UPerNet recipes'), ETA_MIN 0.
+_FPN = dict(total_batch=32, settings={'MAX_ITERS': 80_000, 'LR': 1e-4},
+            deviations={'param_scheduler[0].eta_min': 'ETA_MIN 0: the upstream 1e-4 (= its LR) holds the LR '
+                                                      'constant (docstring)'})
 REFERENCES = {  # (BACKBONE, HEAD) -> that recipe (scripts.reference_for); the FPN ones train 80k
     ('svt-s', 'uperhead'): dict(config='twins/twins_svt-s_uperhead_8xb2-160k_ade20k-512x512.py', mIoU=46.08,
                                 mIoU_ms=46.96, total_batch=16),
     ('svt-l', 'uperhead'): dict(config='twins/twins_svt-l_uperhead_8xb2-160k_ade20k-512x512.py', mIoU=49.65,
                                 mIoU_ms=50.63, mem_gb=8.41, fps=10.73, total_batch=16),
     ('pcpvt-s', 'fpn'): dict(config='twins/twins_pcpvt-s_fpn_fpnhead_8xb4-80k_ade20k-512x512.py', mIoU=43.26,
-                             mIoU_ms=44.11, mem_gb=6.60, fps=27.15, total_batch=32),
+                             mIoU_ms=44.11, mem_gb=6.60, fps=27.15, **_FPN),
     ('svt-s', 'fpn'): dict(config='twins/twins_svt-s_fpn_fpnhead_8xb4-80k_ade20k-512x512.py', mIoU=44.47,
-                           mIoU_ms=45.42, total_batch=32),
+                           mIoU_ms=45.42, **_FPN),
 }
 _PCPVT = dict(type='PCPVT', embed_dims=[64, 128, 320, 512], num_heads=[1, 2, 5, 8], mlp_ratios=[8, 8, 4, 4],
               norm_after_stage=False)

@@ -28,7 +28,9 @@ module level, and runs nothing at import:
                      a script has both; an entry for another schedule (or batch) of a variant says so
                      in its `settings`, e.g. settings={'MAX_ITERS': 160_000} (reference_for)
     PRETRAINED       'auto' (the variant's file in pretrain/, common.pretrained.resolve), a path, or None
-    DEVIATIONS       list of what tests/test_recipes.py must not compare, each explained in __doc__
+    DEVIATIONS       {dotted config key: why}: where the config differs from the recipe's in what
+                     common.recipes compares (a key covers what is under it), each also in __doc__;
+                     a REFERENCES entry may add its own `deviations` the same way
     SMOKE_TEST_FLAGS list of flags that shrink a model too large for the CPU smoke tests
 Constants that are dicts or lists (the variant tables, the REFERENCE* data) are not flags.
 """

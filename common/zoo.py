@@ -1,7 +1,10 @@
 """The table of scripts in README.md, generated from the scripts themselves.
 
-    python -m common.zoo            # print the markdown table
-    python -m common.zoo --write    # replace the table between the SCRIPTS-TABLE markers in README.md
+    python -m common.zoo                        # print the markdown table of scripts
+    python -m common.zoo --write                # rewrite both README tables (scripts, all recipes)
+    python -m common.zoo --recipes              # print the table of all official ADE20K recipes
+    python -m common.zoo --recipes --dump DIR   # DIR/<official file name>: the config our command builds
+                                                # for it (Config.fromfile loads it); DIR/recipes.json
 
 Reference numbers come from each script's REFERENCE (which mirrors the shared reference file);
 what a model needs is read from its config: scoped types (mmdet., mmpretrain.), heads that call
@@ -11,10 +14,11 @@ import argparse
 import re
 from pathlib import Path
 
-from common import cli, config, scripts
+from common import cli, config, recipes, scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK, END = '<!-- SCRIPTS-TABLE -->', '<!-- SCRIPTS-TABLE-END -->'
+RECIPES_MARK, RECIPES_END = '<!-- RECIPES-TABLE -->', '<!-- RECIPES-TABLE-END -->'
 # Config types whose forward pass reaches a compiled (or mmcv.ops) kernel.
 OPS = {'PSAHead': 'mmcv PSAMask op', 'mmdet.MSDeformAttnPixelDecoder': 'mmcv MultiScaleDeformableAttention (CUDA)',
        'mmdet.FocalLoss': 'mmcv sigmoid_focal_loss (CUDA)', 'PointHead': 'mmcv.ops point_sample',
@@ -50,21 +54,32 @@ def table():
     return head + '\n'.join('| ' + ' | '.join(row) + ' |' for row in rows()) + '\n'
 
 
+def _replace(text, mark, end, table_text):
+    before, found, rest = text.partition(mark + '\n')
+    _, found_end, after = rest.partition(end + '\n')
+    if not (found and found_end):
+        raise SystemExit(f'README.md lacks the {mark} ... {end} markers')
+    return before + mark + '\n' + table_text + end + '\n' + after
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--write', action='store_true')
+    parser.add_argument('--write', action='store_true', help="rewrite README.md's two tables")
+    parser.add_argument('--recipes', action='store_true', help='the table of every official ADE20K recipe')
+    parser.add_argument('--dump', metavar='DIR', help='with --recipes: write each resolved config and recipes.json')
     args = parser.parse_args(argv)
-    text = table()
+    if args.dump:
+        rows, missing = recipes.dump(args.dump)
+        print(f'wrote {len(rows)} configs and recipes.json into {args.dump}'
+              + (f'; {len(missing)} official configs have no command yet' if missing else ''))
+        return
     if not args.write:
-        print(text)
+        print(recipes.table() if args.recipes else table())
         return
     readme = ROOT / 'README.md'
-    before, found, rest = readme.read_text().partition(MARK + '\n')
-    _, found_end, after = rest.partition(END + '\n')
-    if not (found and found_end):
-        raise SystemExit(f'README.md lacks the {MARK} ... {END} markers')
-    readme.write_text(before + MARK + '\n' + text + END + '\n' + after)
-    print(f'wrote the table of {text.count(chr(10)) - 2} scripts into {readme}')
+    text = _replace(readme.read_text(), MARK, END, table())
+    readme.write_text(_replace(text, RECIPES_MARK, RECIPES_END, recipes.table()))
+    print(f'wrote the tables of scripts and recipes into {readme}')
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""README.md stays true: the script table is the generated one and names every script."""
+"""README.md stays true: the script and recipe tables are the generated ones and name every script."""
 from conftest import ROOT, SCRIPTS
 
 
@@ -8,6 +8,24 @@ def test_scripts_table_is_current():
     assert zoo.table() in readme, 'run `python -m common.zoo --write`'
     for name in SCRIPTS:
         assert f'`{name}.py`' in readme
+
+
+def test_recipes_table_is_current():
+    from common import recipes
+    assert recipes.table() in (ROOT / 'README.md').read_text(), 'run `python -m common.zoo --write`'
+
+
+def test_recipes_dump_loads(tmp_path):
+    """--recipes --dump writes each config under its official name, loadable, and recipes.json naming it."""
+    import json
+    from mmengine.config import Config
+    from common import zoo
+    zoo.main(['--recipes', '--dump', str(tmp_path)])
+    rows = json.loads((tmp_path / 'recipes.json').read_text())
+    assert {'config', 'command', 'deviations'} <= set(rows[0])
+    for row in rows:
+        cfg = Config.fromfile(str(tmp_path / row['config'].split('/')[-1]))
+        assert cfg.train_cfg.max_iters > 0 and row['command'].startswith('python train_')
 
 
 def test_readme_opens_with_the_two_commands():
