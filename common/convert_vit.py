@@ -5,7 +5,7 @@
     python -m common.convert_vit pretrain/jx_vit_large_p16_384-b3be5167.pth   # SETR (ViT-L/16, 384)
     python -m common.convert_vit pretrain/deit_small_patch16_224-cd65a155.pth # ViT/DeiT-S + UPerNet
     python -m common.convert_vit pretrain/deit_base_patch16_224-b5f2ef4d.pth  # ViT/DeiT BACKBONE=deit-b
-    python -m common.convert_vit pretrain/jx_vit_base_p16_224-80ecf9dd.pth    # ViT/DeiT BACKBONE=vit-b
+    python -m common.convert_vit pretrain/jx_vit_base_p16_224-80ecf9dd.pth    # ViT/DeiT BACKBONE=vit-b, DPT
 
 The same mapping as MMSegmentation's tools/model_converters/vit2mmseg.py, which is not in the
 wheel: `blocks.N` -> `layers.N`, `norm1/norm2` -> `ln1/ln2`, `attn.qkv` -> `attn.attn.in_proj_`,
@@ -16,8 +16,9 @@ unwrapped. The source is read without running code from it (common.checkpoints).
 
 The converted file keeps its source's name plus `_mmseg`, so the name says where it came from and
 the source (whose name carries its sha256 prefix) is never overwritten. The recipes' own names for
-these files are pretrain/vit_large_p16.pth, pretrain/deit_small_patch16_224-cd65a155.pth and
-pretrain/vit_base_patch16_224.pth; pass `--pretrained PATH` to a script to use a file named so.
+these files are pretrain/vit_large_p16.pth, pretrain/deit_small_patch16_224-cd65a155.pth,
+pretrain/vit_base_patch16_224.pth and (DPT) pretrain/vit-b16_p16_224-80ecf9dd.pth; pass
+`--pretrained PATH` to a script to use a file named so.
 
 What the recipes' backbones do not take from the converted file (mmseg behaves the same with
 vit2mmseg's output): the patch-embedding bias (mmseg's VisionTransformer has `patch_bias=False`

@@ -115,7 +115,19 @@ FILES = {
         'DeiT-B/16 ImageNet 224: convert with python -m common.convert_vit', 'vit_deit BACKBONE=deit-b (converted)'),
     'jx_vit_base_p16_224-80ecf9dd.pth': (
         'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/jx_vit_base_p16_224-80ecf9dd.pth',
-        'timm ViT-B/16 ImageNet 224: convert with python -m common.convert_vit', 'vit_deit BACKBONE=vit-b (converted)'),
+        'timm ViT-B/16 ImageNet 224: convert with python -m common.convert_vit',
+        'vit_deit BACKBONE=vit-b, dpt (converted)'),
+    **{f'convnext-{arch}_3rdparty_{data}_20220301-{h}.pth': (
+        f'https://download.openmmlab.com/mmclassification/v0/convnext/downstream/'
+        f'convnext-{arch}_3rdparty_{data}_20220301-{h}.pth',
+        f'ConvNeXt-{label} ImageNet-{classes} classifier (mmpretrain)', f'convnext BACKBONE={variant}')
+       for arch, data, h, label, classes, variant in [
+           ('tiny', '32xb128-noema_in1k', '795e9634', 'T', '1k', 'tiny'),
+           ('small', '32xb128-noema_in1k', '303e75e3', 'S', '1k', 'small'),
+           ('base', '32xb128-noema_in1k', '2a0ee547', 'B', '1k', 'base'),
+           ('base', 'in21k', '262fd037', 'B', '21k', 'base-in21k'),
+           ('large', 'in21k', 'e6e0ea0a', 'L', '21k', 'large-in21k'),
+           ('xlarge', 'in21k', '08aa5ddc', 'XL', '21k', 'xlarge-in21k')]},
 }
 
 
