@@ -53,17 +53,19 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py', mIoU=46.11,
                  mIoU_ms=46.62, mem_gb=4.23, fps=19.90, total_batch=16)
+# The in21k recipes crop 640: with --crop-size 640 the run is that recipe (and reports its numbers).
+_AT_640 = dict(crop_size=(640, 640), settings={'CROP_SIZE': (640, 640)})
 REFERENCES = {  # the variants' own recipes (scripts.reference_for)
     'small': dict(config='convnext/convnext-small_upernet_8xb2-amp-160k_ade20k-512x512.py', mIoU=48.56,
                   mIoU_ms=49.02, mem_gb=5.16, fps=15.18),
     'base': dict(config='convnext/convnext-base_upernet_8xb2-amp-160k_ade20k-512x512.py', mIoU=48.71,
                  mIoU_ms=49.54, mem_gb=6.33, fps=14.41),
     'base-in21k': dict(config='convnext/convnext-base_upernet_8xb2-amp-160k_ade20k-640x640.py', mIoU=52.13,
-                       mIoU_ms=52.66, mem_gb=8.53, fps=10.88, crop_size=(640, 640)),
+                       mIoU_ms=52.66, mem_gb=8.53, fps=10.88, **_AT_640),
     'large-in21k': dict(config='convnext/convnext-large_upernet_8xb2-amp-160k_ade20k-640x640.py', mIoU=53.16,
-                        mIoU_ms=53.38, mem_gb=12.08, fps=7.69, crop_size=(640, 640)),
+                        mIoU_ms=53.38, mem_gb=12.08, fps=7.69, **_AT_640),
     'xlarge-in21k': dict(config='convnext/convnext-xlarge_upernet_8xb2-amp-160k_ade20k-640x640.py', mIoU=53.58,
-                         mIoU_ms=54.11, mem_gb=26.16, fps=6.33, crop_size=(640, 640)),
+                         mIoU_ms=54.11, mem_gb=26.16, fps=6.33, **_AT_640),
 }
 _DOWNSTREAM = 'convnext-{}_3rdparty_{}_20220301-{}.pth'  # mmpretrain's files for downstream tasks
 # mmpretrain arch, stage widths, stochastic depth, LR-decay layer count, recipe LR, ImageNet file.
