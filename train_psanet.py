@@ -4,13 +4,18 @@ Mirrors MMSegmentation 1.2.2 `psanet/psanet_r50-d8_4xb4-80k_ade20k-512x512.py`: 
 41.91 multi-scale + flip (configs/psanet/README.md), trained on 4 GPUs x 4 images.
 Needs mmcv's compiled PSAMask op (`mmcv._ext`, C++ on a CPU, CUDA on a GPU): PSAHead refuses to
 build without it (mmcv-lite has none).
-BACKBONE = 'r101-d8' builds the recipe's R-101 variant (psanet_r101-d8_4xb4-80k_ade20k-512x512.py); the
-reference notes give no 80k R-101 number (the 160k R-101 run reports 43.74 / 45.38).
+
+Every ADE20K recipe of the folder (psanet/psanet_<BACKBONE>_4xb4-<schedule>_ade20k-512x512.py;
+README mIoU single-scale / multi-scale + flip):
+  BACKBONE   80k (the default)   160k (--max-iters 160000)
+  r50-d8     41.14 / 41.91       41.67 / 42.95
+  r101-d8    43.80 / 44.75       43.74 / 45.38
+The 160k recipes differ from the 80k ones only in the schedule: MAX_ITERS moves the PolyLR end with it.
 
 Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 4): the run prints the total batch and the --accumulate that restores 16.
-- Evaluation and checkpoint every 4000 iterations (recipe 8000); the last 3 checkpoints are kept,
-  plus the best-mIoU one (recipe: all of them, no best).
+- Evaluation and checkpoint every 4000 iterations (recipe 8000, 16000 at 160k); the last 3
+  checkpoints are kept, plus the best-mIoU one (recipe: all of them, no best).
 
     python train_psanet.py                                 # one GPU (or the CPU)
     torchrun --nproc_per_node=8 train_psanet.py            # 8 GPUs x 2: total batch 16, as the recipe
@@ -23,7 +28,7 @@ DATA_ROOT = ade20k.DATA_ROOT        # ADEChallengeData2016 folder
 WORK_DIR = 'work_dirs/psanet_ade20k'      # logs, checkpoints, summary.json
 CROP_SIZE = (512, 512)              # training crop, pixels (H, W); resize scale follows (4x, 1x)
 BATCH_PER_GPU = 2                   # images per GPU per iteration; reference total 16
-MAX_ITERS = 80_000                  # optimizer steps; the PolyLR end follows
+MAX_ITERS = 80_000                  # optimizer steps; the PolyLR end follows (160_000: the 160k recipes)
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 0.01                           # SGD, momentum 0.9, weight decay 5e-4, poly to 1e-4
 PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
@@ -34,6 +39,14 @@ PSA_MASK_SIZE = (66, 66)            # attention window, half-resolution feature 
 
 REFERENCE = dict(config='psanet/psanet_r50-d8_4xb4-80k_ade20k-512x512.py', mIoU=41.14, mIoU_ms=41.91,
                  mem_gb=9, fps=18.91, total_batch=16)
+REFERENCES = {  # the other recipes of the folder (scripts.reference_for picks by BACKBONE and MAX_ITERS)
+    'r50-d8': [dict(config='psanet/psanet_r50-d8_4xb4-160k_ade20k-512x512.py', mIoU=41.67,
+                    mIoU_ms=42.95, settings={'MAX_ITERS': 160_000})],
+    'r101-d8': [dict(config='psanet/psanet_r101-d8_4xb4-80k_ade20k-512x512.py', mIoU=43.80,
+                     mIoU_ms=44.75),
+                dict(config='psanet/psanet_r101-d8_4xb4-160k_ade20k-512x512.py', mIoU=43.74,
+                     mIoU_ms=45.38, settings={'MAX_ITERS': 160_000})],
+}
 BACKBONES = {'r50-d8': models.RESNET_V1C['r50'], 'r101-d8': models.RESNET_V1C['r101']}
 
 

@@ -3,11 +3,17 @@
 Mirrors MMSegmentation 1.2.2 `pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py`: 41.13 mIoU single-scale,
 41.94 multi-scale + flip (configs/pspnet/README.md), trained on 4 GPUs x 4 images.
 
+Every ADE20K recipe of the folder (pspnet/pspnet_<BACKBONE>_4xb4-<schedule>_ade20k-512x512.py;
+README mIoU single-scale / multi-scale + flip):
+  BACKBONE   80k (the default)   160k (--max-iters 160000)
+  r50-d8     41.13 / 41.94       42.48 / 43.44
+  r101-d8    43.57 / 44.35       44.39 / 45.35
+The 160k recipes differ from the 80k ones only in the schedule: MAX_ITERS moves the PolyLR end with it.
+
 Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 4): the run prints the total batch and the --accumulate that restores 16.
-- Evaluation and checkpoint every 4000 iterations (recipe 8000); the last 3 checkpoints are kept,
-  plus the best-mIoU one (recipe: all of them, no best).
-- BACKBONE = 'r101-d8' builds the recipe's R-101 variant (pspnet_r101-d8_4xb4-80k_ade20k-512x512.py).
+- Evaluation and checkpoint every 4000 iterations (recipe 8000, 16000 at 160k); the last 3
+  checkpoints are kept, plus the best-mIoU one (recipe: all of them, no best).
 
     python train_pspnet.py                                   # one GPU (or the CPU)
     torchrun --nproc_per_node=8 train_pspnet.py              # 8 GPUs: total batch 16, as the recipe
@@ -20,7 +26,7 @@ DATA_ROOT = ade20k.DATA_ROOT        # ADEChallengeData2016 folder
 WORK_DIR = 'work_dirs/pspnet_ade20k'        # logs, checkpoints, summary.json
 CROP_SIZE = (512, 512)              # training crop, pixels (H, W); resize scale follows (4x, 1x)
 BATCH_PER_GPU = 2                   # images per GPU per iteration; reference total 16
-MAX_ITERS = 80_000                  # optimizer steps; the PolyLR end follows
+MAX_ITERS = 80_000                  # optimizer steps; the PolyLR end follows (160_000: the 160k recipes)
 VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 0.01                           # SGD, momentum 0.9, weight decay 5e-4, poly to 1e-4
 PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
@@ -30,6 +36,14 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py', mIoU=41.13, mIoU_ms=41.94,
                  mem_gb=8.5, fps=23.53, total_batch=16)
+REFERENCES = {  # the other recipes of the folder (scripts.reference_for picks by BACKBONE and MAX_ITERS)
+    'r50-d8': [dict(config='pspnet/pspnet_r50-d8_4xb4-160k_ade20k-512x512.py', mIoU=42.48,
+                    mIoU_ms=43.44, settings={'MAX_ITERS': 160_000})],
+    'r101-d8': [dict(config='pspnet/pspnet_r101-d8_4xb4-80k_ade20k-512x512.py', mIoU=43.57,
+                     mIoU_ms=44.35),
+                dict(config='pspnet/pspnet_r101-d8_4xb4-160k_ade20k-512x512.py', mIoU=44.39,
+                     mIoU_ms=45.35, settings={'MAX_ITERS': 160_000})],
+}
 BACKBONES = {'r50-d8': models.RESNET_V1C['r50'], 'r101-d8': models.RESNET_V1C['r101']}
 
 
