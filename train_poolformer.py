@@ -10,7 +10,7 @@ BACKBONE variants, each its recipe (README mIoU; mIoU* where our reference notes
   s24  fpn_poolformer_s24_8xb4-40k_ade20k-512x512.py    40.12
   s36  fpn_poolformer_s36_8x4_512x512_40k_ade20k.py     41.61  (old-style file name: the README and
        metafile name fpn_poolformer_s36_8xb4-40k_ade20k-512x512.py, which does not exist; notes §4.14)
-  m36  fpn_poolformer_m36_8xb4-40k_ade20k-512x512.py    (not in our reference notes)
+  m36  fpn_poolformer_m36_8xb4-40k_ade20k-512x512.py    41.95  (metafile; not in our reference notes)
   m48  fpn_poolformer_m48_8xb4-40k_ade20k-512x512.py    42.43 (42.76*)  10.48 GB, 6.69 fps (V100)
 The pretrained files are mmpretrain (mmcls) ImageNet classifiers, loaded with prefix 'backbone.'.
 
@@ -49,9 +49,10 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='poolformer/fpn_poolformer_s12_8xb4-40k_ade20k-512x512.py', mIoU=36.68, mIoU_ms=None,
                  mem_gb=4.17, fps=23.48, total_batch=32)
-REFERENCES = {  # the variants' own recipes (scripts.reference_for); m36: not in our reference notes
+REFERENCES = {  # the variants' own recipes (scripts.reference_for)
     's24': dict(config='poolformer/fpn_poolformer_s24_8xb4-40k_ade20k-512x512.py', mIoU=40.12, mIoU_ms=None),
     's36': dict(config='poolformer/fpn_poolformer_s36_8x4_512x512_40k_ade20k.py', mIoU=41.61, mIoU_ms=None),
+    'm36': dict(config='poolformer/fpn_poolformer_m36_8xb4-40k_ade20k-512x512.py', mIoU=41.95, mIoU_ms=None),
     'm48': dict(config='poolformer/fpn_poolformer_m48_8xb4-40k_ade20k-512x512.py', mIoU=42.43, mIoU_ms=None,
                 mem_gb=10.48, fps=6.69),
 }

@@ -9,6 +9,7 @@ HEAD variants, each its recipe (single-scale / multi-scale + flip mIoU):
   naive  setr_vit-l_naive_8xb2-160k_ade20k-512x512   48.28 / 49.56  1x1 convs, one 4x upsampling; LR 0.01
   pup    setr_vit-l_pup_8xb2-160k_ade20k-512x512     48.24 / 49.99  progressive upsampling, 4 x (conv, 2x); LR 0.001
   mla    setr_vit-l_mla_8xb2-160k_ade20k-512x512     47.39 / 49.37  multi-level aggregation (MLANeck); LR 0.001
+         setr_vit-l-mla_8xb1-160k_ade20k-512x512     47.34 / 49.05  the same at 8 GPUs x 1 (--batch-per-gpu 1)
 LR = 'auto' takes the HEAD's recipe LR: PUP and MLA train at 0.001 with the same eta_min 1e-4, so
 their LR only falls 10x (reference §4.7).
 
@@ -54,7 +55,9 @@ REFERENCE = dict(config='setr/setr_vit-l_naive_8xb2-160k_ade20k-512x512.py', mIo
 REFERENCES = {  # the HEADs' own recipes (scripts.reference_for)
     'pup': dict(config='setr/setr_vit-l_pup_8xb2-160k_ade20k-512x512.py', mIoU=48.24, mIoU_ms=49.99,
                 mem_gb=19.54, fps=4.50),
-    'mla': dict(config='setr/setr_vit-l_mla_8xb2-160k_ade20k-512x512.py', mIoU=47.39, mIoU_ms=49.37),
+    'mla': [dict(config='setr/setr_vit-l_mla_8xb2-160k_ade20k-512x512.py', mIoU=47.39, mIoU_ms=49.37),
+            dict(config='setr/setr_vit-l-mla_8xb1-160k_ade20k-512x512.py', mIoU=47.34, mIoU_ms=49.05,
+                 total_batch=8, settings={'BATCH_PER_GPU': 1})],  # its 8 x 1 base config
 }
 _PRETRAINED_FILE = 'jx_vit_large_p16_384-b3be5167_mmseg.pth'  # made by common.convert_vit
 VIT_L = dict(embed_dims=1024, num_layers=24, num_heads=16)

@@ -7,8 +7,8 @@ BACKBONE variants, each its recipe (swin/<recipe>_upernet_8xb2-160k_ade20k-512x5
   swin-t            swin-tiny-patch4-window7-in1k-pre                 44.41 / 45.79
   swin-s            swin-small-patch4-window7-in1k-pre                47.72 / 49.24
   swin-b            swin-base-patch4-window7-in1k-pre                 47.99 / 49.57
-  swin-b-in22k      swin-base-patch4-window7-in22k-pre                (not in our reference notes)
-  swin-b-384        swin-base-patch4-window12-in1k-384x384-pre        (not in our reference notes)
+  swin-b-in22k      swin-base-patch4-window7-in22k-pre                50.13 / 51.90 (metafile)
+  swin-b-384        swin-base-patch4-window12-in1k-384x384-pre        48.35 / 49.65 (metafile)
   swin-b-384-in22k  swin-base-patch4-window12-in22k-384x384-pre       50.76 / 52.4
   swin-l-in22k      swin-large-patch4-window7-in22k-pre               no published result
   swin-l-384-in22k  swin-large-patch4-window12-in22k-384x384-pre      no published result
@@ -45,6 +45,10 @@ REFERENCES = {  # the variants' own recipes (scripts.reference_for)
                    mIoU=47.72, mIoU_ms=49.24),
     'swin-b': dict(config='swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
                    mIoU=47.99, mIoU_ms=49.57),
+    'swin-b-in22k': dict(config='swin/swin-base-patch4-window7-in22k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+                         mIoU=50.13, mIoU_ms=51.90),
+    'swin-b-384': dict(config='swin/swin-base-patch4-window12-in1k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py',
+                       mIoU=48.35, mIoU_ms=49.65),
     'swin-b-384-in22k': dict(
         config='swin/swin-base-patch4-window12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py',
         mIoU=50.76, mIoU_ms=52.4),
