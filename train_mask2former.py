@@ -6,16 +6,18 @@ Needs mmdet (pixel decoder, losses, Hungarian matcher) and mmcv's compiled
 MultiScaleDeformableAttention (CUDA kernel on a GPU; it has no bfloat16 version).
 
 BACKBONE variants, each its recipe:
-  r101    mask2former_r101_8xb2-160k_ade20k-512x512              48.60
-  swin-t  mask2former_swin-t_8xb2-160k_ade20k-512x512            48.66
-  swin-s  mask2former_swin-s_8xb2-160k_ade20k-512x512            51.24
-  swin-b  mask2former_swin-b-in22k-384x384-pre_8xb2-160k_ade20k-640x640   53.90 (recipe crop 640)
-  swin-l  mask2former_swin-l-in22k-384x384-pre_8xb2-160k_ade20k-640x640   56.01 (recipe crop 640)
+  r101         mask2former_r101_8xb2-160k_ade20k-512x512                          48.60
+  swin-t       mask2former_swin-t_8xb2-160k_ade20k-512x512                        48.66
+  swin-s       mask2former_swin-s_8xb2-160k_ade20k-512x512                        51.24
+  swin-b-in1k  mask2former_swin-b-in1k-384x384-pre_8xb2-160k_ade20k-640x640       52.44 (recipe crop 640)
+  swin-b       mask2former_swin-b-in22k-384x384-pre_8xb2-160k_ade20k-640x640      53.90 (recipe crop 640)
+  swin-l       mask2former_swin-l-in22k-384x384-pre_8xb2-160k_ade20k-640x640      56.01 (recipe crop 640)
 
 Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 5000); the last 3 checkpoints are kept,
   plus the best-mIoU one (as the recipe).
-- CROP_SIZE stays 512 for swin-b/swin-l, whose recipes train at 640: pass --crop-size 640 for those.
+- CROP_SIZE stays 512 for swin-b-in1k/swin-b/swin-l, whose recipes train at 640: pass --crop-size 640
+  for those.
 - Under bf16 (the GPU default) the deformable attention of the pixel decoder runs in fp32 (its
   kernel has no bf16 version).
 
@@ -35,7 +37,7 @@ VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 1e-4                           # AdamW, weight decay 0.05; backbone x0.1; grad clip 0.01
 PRECISION = 'auto'                  # 'auto': bf16 on a GPU (deformable attention in fp32), fp32 on a CPU; or bf16/fp16/fp32
 SEED = 0                            # mmengine randomness seed
-BACKBONE = 'r50'                    # 'r50', 'r101', 'swin-t', 'swin-s', 'swin-b', 'swin-l'
+BACKBONE = 'r50'                    # 'r50', 'r101', 'swin-t', 'swin-s', 'swin-b-in1k', 'swin-b', 'swin-l'
 PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pretrain/; or a path
 NUM_QUERIES = 100                   # mask queries
 
@@ -46,6 +48,8 @@ REFERENCES = {  # the variants' own recipes (scripts.reference_for); none report
     'swin-t': dict(config='mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py', mIoU=48.66, mIoU_ms=None,
                    fps=23.82),
     'swin-s': dict(config='mask2former/mask2former_swin-s_8xb2-160k_ade20k-512x512.py', mIoU=51.24, mIoU_ms=None),
+    'swin-b-in1k': dict(config='mask2former/mask2former_swin-b-in1k-384x384-pre_8xb2-160k_ade20k-640x640.py',
+                        mIoU=52.44, mIoU_ms=None, crop_size=(640, 640), settings={'CROP_SIZE': (640, 640)}),
     'swin-b': dict(config='mask2former/mask2former_swin-b-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py',
                    mIoU=53.90, mIoU_ms=None, crop_size=(640, 640), settings={'CROP_SIZE': (640, 640)}),
     'swin-l': dict(config='mask2former/mask2former_swin-l-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py',
@@ -60,6 +64,7 @@ BACKBONES = {
     'r101': dict(depth=101, pretrained='resnet101-63fe2227.pth'),
     'swin-t': dict(_SWIN, depths=[2, 2, 6, 2], pretrained='swin_tiny_patch4_window7_224_20220317-1cdeb081.pth'),
     'swin-s': dict(_SWIN, depths=[2, 2, 18, 2], pretrained='swin_small_patch4_window7_224_20220317-7ba6d6dd.pth'),
+    'swin-b-in1k': dict(_SWIN_384, pretrained='swin_base_patch4_window12_384_20220317-55b0104a.pth'),
     'swin-b': dict(_SWIN_384, pretrained='swin_base_patch4_window12_384_22k_20220317-e5c09f74.pth'),
     'swin-l': dict(_SWIN_384, embed_dims=192, num_heads=[6, 12, 24, 48],
                    pretrained='swin_large_patch4_window12_384_22k_20220412-6580f57d.pth'),
@@ -105,7 +110,7 @@ def build_config(s):
     width = variant.get('embed_dims')
     in_channels = [256, 512, 1024, 2048] if 'depth' in variant else [width, 2 * width, 4 * width, 8 * width]
     # The 512 recipes also pad test images to a multiple of 32; the 640 Swin-B/L ones do not.
-    test_pad = dict(test_cfg=dict(size_divisor=32)) if s.BACKBONE not in ('swin-b', 'swin-l') else {}
+    test_pad = {} if s.BACKBONE in ('swin-b-in1k', 'swin-b', 'swin-l') else dict(test_cfg=dict(size_divisor=32))
     num_classes = ade20k.NUM_CLASSES
     model = dict(
         type='EncoderDecoder',
