@@ -51,6 +51,7 @@ REFERENCES = {  # the other recipes of the folder (scripts.reference_for picks b
                      mem_gb=13.6, fps=14.87),
                 dict(config='encnet/encnet_r101-d8_4xb4-160k_ade20k-512x512.py', mIoU=42.61, mIoU_ms=44.01,
                      settings={'MAX_ITERS': 160_000})],
+    'r50s-d8': dict(config='encnet/encnet_r50s-d8_4xb4-80k_ade20k-512x512.py', mIoU=None, mIoU_ms=None),
 }
 BACKBONES = {
     'r50-d8': models.RESNET_V1C['r50'],

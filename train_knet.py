@@ -50,7 +50,6 @@ _UPSTREAM_512 = "the 640 recipe's own 640 pipelines; the upstream file re-assign
 REFERENCES = {  # the variants' own recipes (scripts.reference_for)
     'swin-l': dict(config='knet/knet-s3_swin-l_upernet_8xb2-adamw-80k_ade20k-640x640.py', mIoU=52.21, mIoU_ms=53.34,
                    mem_gb=13.54, fps=8.29, crop_size=(640, 640),
-                   settings={'CROP_SIZE': (640, 640)},
                    deviations={f'{split}_dataloader.dataset.pipeline': _UPSTREAM_512 for split in ('train', 'val', 'test')}),
 }
 LR_DROPS = [0.75, 0.9]              # fractions of MAX_ITERS where the LR drops 10x (recipe: 60k and 72k of 80k)

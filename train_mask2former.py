@@ -49,12 +49,11 @@ REFERENCES = {  # the variants' own recipes (scripts.reference_for); none report
                    fps=23.82),
     'swin-s': dict(config='mask2former/mask2former_swin-s_8xb2-160k_ade20k-512x512.py', mIoU=51.24, mIoU_ms=None),
     'swin-b-in1k': dict(config='mask2former/mask2former_swin-b-in1k-384x384-pre_8xb2-160k_ade20k-640x640.py',
-                        mIoU=52.44, mIoU_ms=None, crop_size=(640, 640), settings={'CROP_SIZE': (640, 640)}),
+                        mIoU=52.44, mIoU_ms=None, crop_size=(640, 640)),
     'swin-b': dict(config='mask2former/mask2former_swin-b-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py',
-                   mIoU=53.90, mIoU_ms=None, crop_size=(640, 640), settings={'CROP_SIZE': (640, 640)}),
+                   mIoU=53.90, mIoU_ms=None, crop_size=(640, 640)),
     'swin-l': dict(config='mask2former/mask2former_swin-l-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py',
-                   mIoU=56.01, mIoU_ms=None, mem_gb=8.86, fps=8.81, crop_size=(640, 640),
-                   settings={'CROP_SIZE': (640, 640)}),
+                   mIoU=56.01, mIoU_ms=None, mem_gb=8.86, fps=8.81, crop_size=(640, 640)),
 }
 _SWIN = dict(pretrain_img_size=224, embed_dims=96, num_heads=[3, 6, 12, 24], window_size=7)
 _SWIN_384 = dict(pretrain_img_size=384, embed_dims=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32],

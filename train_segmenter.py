@@ -47,8 +47,7 @@ REFERENCES = {  # the variants' own recipes (scripts.reference_for); all 8 x 1 i
     'vit-s': dict(config='segmenter/segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py', mIoU=46.19, mIoU_ms=47.85),
     'vit-b': dict(config='segmenter/segmenter_vit-b_mask_8xb1-160k_ade20k-512x512.py', mIoU=49.60, mIoU_ms=51.07),
     'vit-l': dict(config='segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512.py', mIoU=52.16, mIoU_ms=53.65,
-                  mem_gb=16.56, fps=2.62, crop_size=(640, 640),
-                  settings={'CROP_SIZE': (640, 640)}),
+                  mem_gb=16.56, fps=2.62, crop_size=(640, 640)),
 }
 # ViT widths (configs/segmenter/*.py); the decoder has the backbone's width and heads.
 BACKBONES = {

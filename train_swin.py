@@ -52,6 +52,12 @@ REFERENCES = {  # the variants' own recipes (scripts.reference_for)
     'swin-b-384-in22k': dict(
         config='swin/swin-base-patch4-window12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py',
         mIoU=50.76, mIoU_ms=52.4),
+    # No published result for the two Swin-L recipes (their README has no rows for them).
+    'swin-l-in22k': dict(config='swin/swin-large-patch4-window7-in22k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+                         mIoU=None, mIoU_ms=None),
+    'swin-l-384-in22k': dict(
+        config='swin/swin-large-patch4-window12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py',
+        mIoU=None, mIoU_ms=None),
 }
 # Widths, depths, heads, window and pretraining resolution of each recipe's SwinTransformer.
 _TINY = dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, pretrain_img_size=224)

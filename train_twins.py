@@ -51,8 +51,9 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='twins/twins_pcpvt-s_uperhead_8xb4-160k_ade20k-512x512.py', mIoU=46.04, mIoU_ms=46.92,
                  mem_gb=None, fps=None, total_batch=32)
-# The FPN recipes: 80k at LR 1e-4 (flags: MAX_ITERS and LR default to the UPerNet recipes'), ETA_MIN 0.
-_FPN = dict(total_batch=32, settings={'MAX_ITERS': 80_000, 'LR': 1e-4},
+# The FPN recipes: 80k at LR 1e-4, their command's flags (MAX_ITERS and LR default to the UPerNet
+# recipes'; a run without them still shows these numbers, and the banner says where it differs), ETA_MIN 0.
+_FPN = dict(total_batch=32, flags={'MAX_ITERS': 80_000, 'LR': 1e-4},
             deviations={'param_scheduler[0].eta_min': 'ETA_MIN 0: the upstream 1e-4 (= its LR) holds the LR '
                                                       'constant (docstring)'})
 REFERENCES = {  # (BACKBONE, HEAD) -> that recipe (scripts.reference_for); the FPN ones train 80k

@@ -31,6 +31,7 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     batched_eval validation in batches of same-shape images (EVAL_BATCH), exact on one or several GPUs
     resume       which checkpoint a run resumes from, and its data order continued without replay
     train        one training run: prepare the config, the Runner and its hooks, banner, summary.json
+    recipes      every official ADE20K config, the command that builds it, and where the two differ
 3. Using a trained checkpoint
     infer        MODES: --eval-only, --predict, --export-onnx, --flops, one module each
     infer.model  the one offline model (config + checkpoint, no pretrained file) and its logits function
@@ -84,6 +85,7 @@ LAYERS = {
     'ade20k': 1, 'schedules': 1, 'models': 1, 'pretrained': 1,
     'scripts': 2, 'validate': 2, 'cli': 2, 'config': 2, 'dist': 2, 'demo_data': 2, 'checkpoints': 2, 'weights_fit': 2,
     'gpu': 2, 'checks': 2, 'speed': 2, 'deferred': 2, 'resilience': 2, 'resume': 2, 'batched_eval': 2, 'train': 2,
+    'recipes': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,

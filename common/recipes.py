@@ -4,8 +4,8 @@
     python -m common.zoo --recipes --dump DIR    # DIR/<config file> for each, and DIR/recipes.json
 
 A recipe here is a script's REFERENCE or one of its REFERENCES entries (common.scripts): the official
-config file, the settings that select it (the variant, plus the entry's own `settings` such as
-{'MAX_ITERS': 160_000}) and its published numbers. `compare` says where the config our command builds
+config file, the settings its command passes (the variant; the entry's `crop_size` where it differs
+from CROP_SIZE; the entry's `flags` and `settings`, e.g. {'MAX_ITERS': 160_000}) and its numbers. `compare` says where the config our command builds
 differs from the official one in what must be equal: the model (where its weights come from aside),
 the optimizer wrapper, the LR schedule, max_iters, and the train/val/test datasets (pipelines
 included) and samplers. Batch, workers, intervals, hooks and logs are the user's defaults and are not
@@ -57,14 +57,17 @@ def listed(root=scripts.ROOT):
             for entry in scripts.reference_entries(namespace, variant):
                 if not entry.get('config') or any(r['config'] == entry['config'] for r in found):
                     continue  # a default variant's recipe may be both REFERENCE and a REFERENCES entry
-                found.append(dict(config=entry['config'], script=name, module=module,
-                                  settings={**picked, **entry.get('settings', {})}, reference=entry,
-                                  deviations={**own, **entry.get('deviations', {})}))
+                crop = tuple(entry.get('crop_size', namespace['CROP_SIZE']))
+                settings = {**picked, **({'CROP_SIZE': crop} if crop != tuple(namespace['CROP_SIZE']) else {}),
+                            **entry.get('flags', {}), **entry.get('settings', {})}
+                found.append(dict(config=entry['config'], script=name, module=module, settings=settings,
+                                  reference=entry, deviations={**own, **entry.get('deviations', {})}))
     return found
 
 
 def published():
     """{config: (mIoU, mIoU_ms)} of the ADE20K results in the wheel's metafile.yaml files (None where absent)."""
+    import re
     import yaml
     found = {}
     for meta in configs_dir().glob('*/metafile.yaml'):
@@ -74,9 +77,16 @@ def published():
                 if result.get('Dataset') == 'ADE20K':
                     metrics = result.get('Metrics', {})
                     config = model['Config'].removeprefix('configs/')
-                    # First entry wins: OCRNet's 160k rows name the 80k configs again (reference notes)
-                    found.setdefault(config, (metrics.get('mIoU'), metrics.get('mIoU(ms+flip)')))
-    return found
+                    found.setdefault(config, []).append(((metrics.get('mIoU'), metrics.get('mIoU(ms+flip)')),
+                                                         model.get('Weights') or ''))
+    # Some README rows link the wrong schedule's config (OCRNet's and DeepLabV3+ R-101's 160k rows name
+    # the 80k configs), so a config can appear twice: keep the row whose weights are of its schedule.
+    chosen = {}
+    for config, rows in found.items():
+        schedule = re.search(r'[-_](\d+k)[-_]', config)
+        own = [numbers for numbers, weights in rows if schedule and f'_{schedule.group(1)}_' in weights]
+        chosen[config] = (own or [rows[0][0]])[0]
+    return chosen
 
 
 def _flag_value(value):

@@ -26,7 +26,11 @@ module level, and runs nothing at import:
     REFERENCES       {variant: dict like REFERENCE, or a list of them}: the published numbers of the
                      other recipes, keyed by the variant setting's value, or by (BACKBONE, HEAD) where
                      a script has both; an entry for another schedule (or batch) of a variant says so
-                     in its `settings`, e.g. settings={'MAX_ITERS': 160_000} (reference_for)
+                     in its `settings`, e.g. settings={'MAX_ITERS': 160_000} (reference_for: a run
+                     shows that entry's numbers only with those settings); `flags` are settings its
+                     command passes that do not select it (a run without them still shows its
+                     numbers and the banner says where it differs), as does a `crop_size` unlike
+                     CROP_SIZE; `deviations` {dotted key: why} as DEVIATIONS (common.recipes)
     PRETRAINED       'auto' (the variant's file in pretrain/, common.pretrained.resolve), a path, or None
     DEVIATIONS       {dotted config key: why}: where the config differs from the recipe's in what
                      common.recipes compares (a key covers what is under it), each also in __doc__;

@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from common import batched_eval, checkpoints, config, deferred, dist, files, resilience, resume, scripts, speed, validate, weights_fit
+from common import batched_eval, checkpoints, cli, config, deferred, dist, files, resilience, resume, scripts, speed, validate, weights_fit
 from common.errors import SetupError
 
 
@@ -51,10 +51,15 @@ def _reference_line(s):
     if not reference.get('config'):
         chosen = ', '.join(f'{name}={getattr(s, name)}' for name in scripts.VARIANT_SETTINGS if hasattr(s, name))
         return f'no reference numbers listed for {chosen or "this model"}'
-    line = f'recipe: {reference["config"]} (reference mIoU {reference.get("mIoU")}'
+    miou = reference.get('mIoU')
+    line = f'recipe: {reference["config"]} (' + ('no published mIoU' if miou is None else f'reference mIoU {miou}')
     ref_crop = tuple(reference.get('crop_size', (512, 512)))
     if ref_crop != tuple(s.CROP_SIZE):  # e.g. a 640 recipe's model at the default 512 crop
         line += f' at crop {ref_crop[0]}x{ref_crop[1]}; this run crops {s.CROP_SIZE[0]}x{s.CROP_SIZE[1]}'
+    # Settings the recipe's command passes that this run does not (e.g. Twins FPN's 80k at LR 1e-4).
+    unlike = [f'{cli.flag_name(k)} {v}' for k, v in reference.get('flags', {}).items() if getattr(s, k, v) != v]
+    if unlike:
+        line += f'; the recipe runs with {" ".join(unlike)}'
     return line + ')'
 
 

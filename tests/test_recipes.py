@@ -53,8 +53,6 @@ NOT_YET = {
     'beit/beit-base_upernet_8xb2-160k_ade20k-640x640_ms.py',
     'beit/beit-large_upernet_8xb1-amp-160k_ade20k-640x640.py',
     'beit/beit-large_upernet_8xb1-amp-160k_ade20k-640x640_ms.py',
-    'deeplabv3plus/deeplabv3plus_r101-d8_4xb4-160k_ade20k-512x512.py',
-    'encnet/encnet_r50s-d8_4xb4-80k_ade20k-512x512.py',
     'knet/knet-s3_r50-d8_deeplabv3_8xb2-adamw-80k_ade20k-512x512.py',
     'knet/knet-s3_r50-d8_fcn_8xb2-adamw-80k_ade20k-512x512.py',
     'knet/knet-s3_r50-d8_pspnet_8xb2-adamw-80k_ade20k-512x512.py',
@@ -72,8 +70,6 @@ NOT_YET = {
     'segformer/segformer_mit-b4_8xb2-160k_ade20k-512x512.py',
     'segformer/segformer_mit-b5_8xb2-160k_ade20k-640x640.py',
     'segmenter/segmenter_vit-s_fcn_8xb1-160k_ade20k-512x512.py',
-    'swin/swin-large-patch4-window12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py',
-    'swin/swin-large-patch4-window7-in22k-pre_upernet_8xb2-160k_ade20k-512x512.py',
     'upernet/upernet_r101_4xb4-160k_ade20k-512x512.py',
     'upernet/upernet_r101_4xb4-80k_ade20k-512x512.py',
     'upernet/upernet_r18_4xb4-160k_ade20k-512x512.py',
@@ -169,7 +165,8 @@ def test_listed_variant_references_are_recipes_of_the_wheel(name):
         assert len(choices) == len(tables) and all(c in t for c, t in zip(choices, tables)), variant
         for entry in [listed] if isinstance(listed, dict) else listed:  # a list: several schedules
             assert os.path.isfile(os.path.join(configs, entry['config'])), entry['config']
-            assert f"{entry['mIoU']:.2f}" in module.__doc__, (variant, entry['mIoU'])
+            if entry['mIoU'] is not None:  # None: no published number, which the docstring says
+                assert f"{entry['mIoU']:.2f}" in module.__doc__, (variant, entry['mIoU'])
             chosen = {**dict(zip(settings, choices)), **entry.get('settings', {})}
             if scripts.variant_of(vars(module), chosen) != scripts.variant_of(vars(module)) or 'settings' in entry:
                 assert scripts.reference_for(vars(module), chosen)['config'] == entry['config']
