@@ -22,8 +22,8 @@ COMMON_SETTINGS = dict(
                    'MAX_ITERS and VAL_INTERVAL count optimizer steps'),
     NUM_WORKERS=(-1, 'dataloader workers per GPU process; -1: min(4, CPUs per process - 1)'),
     LOG_INTERVAL=(50, 'iterations between log lines (loss, lr, time, ETA)'),
-    EVAL_BATCH=(8, 'validation images per batch, each batch of one resized shape (common/batched_eval.py); '
-                   '1: one at a time'),
+    EVAL_BATCH=(0, 'validation images per batch, each batch of one resized shape (common/batched_eval.py); '
+                   '0: by the device (8 on a GPU, 1 on a CPU, where batching was measured slower); 1: one at a time'),
     KEEP_CHECKPOINTS=(3, 'latest checkpoints kept in WORK_DIR, besides the best-mIoU one'),
     SKIP_BAD_SAMPLES=(False, 'leave out images/labels the dataset check finds broken (default: stop and name them)'),
     ON_NONFINITE_LOSS=('stop', "'stop': a NaN/inf loss ends the run (exit 3); 'skip': skip that step and count it"),

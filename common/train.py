@@ -38,7 +38,7 @@ def prepare(cfg, s, plan):
         if cfg['launcher'] == 'pytorch':
             dist.start_cpu_process_group(cfg, s.DIST_TIMEOUT_S)
     for loader in ('val_dataloader', 'test_dataloader'):
-        cfg[loader] = batched_eval.batched(cfg[loader], s.EVAL_BATCH)
+        cfg[loader] = batched_eval.batched(cfg[loader], batched_eval.size(s.EVAL_BATCH, torch.cuda.is_available()))
     resilience.survive_group_signals(cfg, dist.rank_from_env())
     # So the config the run writes (work_dir/<time>/vis_data/config.py) builds elsewhere too: the
     # modules that register its worker init, samplers and loops.

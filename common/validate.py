@@ -113,7 +113,7 @@ RULES = {
     'CROP_SIZE': Size(MIN_CROP, why=f'at least {MIN_CROP}: the deepest backbones reduce by 32'),
     'BATCH_PER_GPU': Int(1), 'MAX_ITERS': Int(1), 'VAL_INTERVAL': Int(1), 'LOG_INTERVAL': Int(1),
     'KEEP_CHECKPOINTS': Int(1), 'ACCUMULATE': Int(1), 'NUM_WORKERS': Int(-1, why='-1: sized from the CPUs'),
-    'DIST_TIMEOUT_S': Int(1), 'SEED': Int(0, SEED_MAX), 'EVAL_BATCH': Int(1),
+    'DIST_TIMEOUT_S': Int(1), 'SEED': Int(0, SEED_MAX), 'EVAL_BATCH': Int(0),
     'LR': Float(0, also=('auto',), optional=True, why="'auto' (setr) or None: the variant's recipe LR"), 'ETA_MIN': Float(0), 'WARMUP_ITERS': Int(0),
     'PRECISION': Choice(*PRECISIONS), 'CHANNELS_LAST': Choice(*CHANNELS_LAST),
     'ON_NONFINITE_LOSS': Choice('stop', 'skip'), 'DEVICE': Choice('auto', 'cpu'),

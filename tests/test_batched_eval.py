@@ -102,3 +102,27 @@ def test_batched_predictions_equal_batch_one(name, data, request):
     agree = sum((one[k] == many[k]).sum() for k in one) / sum(one[k].size for k in one)
     assert agree >= 0.9999, f'{name}: {agree:.6f} of pixels agree'
     assert abs(miou_one - miou_many) <= 0.01
+
+
+def test_eval_batch_zero_picks_by_the_device():
+    """EVAL_BATCH 0 (the default): batches of GPU_EVAL_BATCH on a GPU, one at a time on a CPU, where
+    batching was measured slower (benchmarks/cpu_eval_batch); any other value is itself."""
+    from common import batched_eval, cli
+    assert cli.COMMON_SETTINGS['EVAL_BATCH'][0] == 0
+    assert batched_eval.size(0, cuda=True) == batched_eval.GPU_EVAL_BATCH == 8
+    assert batched_eval.size(0, cuda=False) == 1
+    assert batched_eval.size(4, cuda=False) == batched_eval.size(4, cuda=True) == 4
+
+
+def test_a_training_run_evaluates_in_the_batches_asked_for(tiny_data):
+    """train.prepare gives the run's val and test loaders the same-shape batches of --eval-batch."""
+    from common import cli, speed, train
+    module = load_script('train_fcn')
+    for flag, expected in (('0', None), ('4', 4)):
+        s = cli.parse(vars(module), ['--data-root', tiny_data, *TINY, '--eval-batch', flag])
+        cfg = module.build_config(s)
+        train.prepare(cfg, s, speed.plan(s, cuda=False))
+        for loader in ('val_dataloader', 'test_dataloader'):
+            sampler = cfg[loader].get('batch_sampler')
+            assert (sampler and sampler['type'], cfg[loader].get('batch_size')) == \
+                (('SameShapeBatchSampler', 4) if expected else (None, 1)), (flag, loader)

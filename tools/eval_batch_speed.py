@@ -11,6 +11,7 @@ resize (short side = crop), to keep a CPU run short. Prints a markdown table; --
 import argparse
 import copy
 import json
+import os
 import sys
 import tempfile
 import time
@@ -67,14 +68,24 @@ def main(argv=None):
     parser.add_argument('--images', type=int, default=60)
     parser.add_argument('--crop', type=int, default=256)
     parser.add_argument('--batches', default='1,8')
+    parser.add_argument('--repeats', type=int, default=1,
+                        help='passes over the batch sizes, interleaved (1,8,1,8): each row keeps its fastest pass, '
+                             'so load from other processes on the machine biases no batch size')
     parser.add_argument('--json')
     args = parser.parse_args(argv)
     import torch
     from common import demo_data
     with tempfile.TemporaryDirectory() as tmp:
         root = str(demo_data.write(tmp, n_train=1, n_val=args.images, size=sizes(args.images)))
-        rows = [measure(name, root, args.crop, int(b)) for name in args.scripts.split(',')
-                for b in args.batches.split(',')]
+        passes = [[measure(name, root, args.crop, int(b)) for b in args.batches.split(',')]
+                  for name in args.scripts.split(',') for _ in range(args.repeats)]
+    rows = []
+    for row in (r for p in passes for r in p):  # the fastest pass of each (script, batch)
+        same = [r for r in rows if (r['script'], r['eval_batch']) == (row['script'], row['eval_batch'])]
+        if not same:
+            rows.append(row)
+        elif row['seconds'] < same[0]['seconds']:
+            rows[rows.index(same[0])] = row
     print(f'| script | EVAL_BATCH | steps | images | s | img/s | ratio | mIoU |  ({torch.get_num_threads()} threads)')
     print('|---|---|---|---|---|---|---|---|')
     for row in rows:
@@ -83,7 +94,10 @@ def main(argv=None):
               f"{row['img_per_sec']} | {row['img_per_sec'] / base['img_per_sec']:.2f} | {row['mIoU']} |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(dict(command=' '.join(sys.argv), rows=rows), indent=2) + '\n')
+        load = dict(zip(('1min', '5min', '15min'), os.getloadavg()))  # other work on the machine during the run
+        Path(args.json).write_text(json.dumps(dict(command=' '.join(sys.argv), threads=torch.get_num_threads(),
+                                                   cpus=os.cpu_count(), loadavg_at_end=load, rows=rows),
+                                              indent=2) + '\n')
 
 
 if __name__ == '__main__':

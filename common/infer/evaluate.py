@@ -41,7 +41,7 @@ def run(cfg, s, plan):
         loader_cfg['dataset']['pipeline'] = ade20k.tta_pipeline()
         model = MODELS.build(dict(cfg.get('tta_model', dict(type='SegTTAModel')), module=model))
     else:  # TTA's views of one image are its batch already
-        loader_cfg = batched_eval.batched(loader_cfg, s.EVAL_BATCH)
+        loader_cfg = batched_eval.batched(loader_cfg, batched_eval.size(s.EVAL_BATCH, torch.cuda.is_available()))
     loader = Runner.build_dataloader(loader_cfg)
     metric = METRICS.build(copy.deepcopy(cfg['test_evaluator']))
     metric.dataset_meta = loader.dataset.metainfo
