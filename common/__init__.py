@@ -23,6 +23,7 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     demo_data    the small, learnable ADE20K-layout dataset of --demo and the tests
     checkpoints  checkpoint files: atomic writes, newest complete, pre-emption save, safe and exact loading
     weights_fit  a pretrained file must initialise every tensor of the module it is loaded into
+    fixed_window BEiT and MAE, whose window the crop fixes: pretrained tables resized, test views no smaller
     gpu          the NVIDIA GPUs the driver lists, and whether this torch can use them (DEVICE)
     checks       can this run start: installation, packages, pretrained files, dataset (preflight)
     speed        how a run uses the machine: precision, channels_last, TF32, fused step, compile
@@ -60,6 +61,10 @@ Process-wide changes the project makes to mmengine, mmcv and torch (and why):
 - speed.sync_free_accuracy: mmseg's decode heads' `accuracy` (acc_seg) is computed without boolean-mask
   indexing (same numbers, no wait for the GPU); speed.non_blocking_inputs: the data preprocessor
   copies batches to the GPU without blocking.
+- fixed_window.install, in train.prepare of a BEiT or MAE run: mmseg's BEiT._geometric_sequence_interpolation
+  (the resize of a pretrained relative-position table) computes with RectBivariateSpline instead of
+  scipy's interp2d, which the pinned SciPy no longer has. fixed_window registers ResizeToAtLeast in
+  mmseg's TRANSFORMS (the BEiT/MAE multi-scale test: views no smaller than the window).
 - weights_fit.must_fit, during runner.train() only: mmengine's and torch's load_state_dict audit what a
   file leaves uninitialised before loading it.
 - batched_eval: registers SameShapeBatchSampler in mmengine's DATA_SAMPLERS.
@@ -83,6 +88,7 @@ LAYERS = {
     'errors': 0, 'faults': 0, 'files': 0, 'download': 0,
     'ade20k': 1, 'schedules': 1, 'models': 1, 'pretrained': 1,
     'scripts': 2, 'validate': 2, 'cli': 2, 'config': 2, 'dist': 2, 'demo_data': 2, 'checkpoints': 2, 'weights_fit': 2,
+    'fixed_window': 2,
     'gpu': 2, 'checks': 2, 'speed': 2, 'deferred': 2, 'resilience': 2, 'resume': 2, 'batched_eval': 2, 'train': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
