@@ -26,7 +26,11 @@ module level, and runs nothing at import:
     REFERENCES       {variant: dict like REFERENCE, or a list of them}: the published numbers of the
                      other recipes, keyed by the variant setting's value, or by (BACKBONE, HEAD) where
                      a script has both; an entry for another schedule (or batch) of a variant says so
-                     in its `settings`, e.g. settings={'MAX_ITERS': 160_000} (reference_for)
+                     in its `settings`, e.g. settings={'MAX_ITERS': 160_000} (reference_for). An entry
+                     with `deviations` (a list, maybe empty: what differs on purpose, explained in
+                     __doc__) is compared with its config in full by tests/test_recipes.py, as the
+                     default recipe is, built with the variant and the entry's `flags` (the command
+                     line that gives its batch layout, e.g. ['--batch-per-gpu', '1'])
     PRETRAINED       'auto' (the variant's file in pretrain/, common.pretrained.resolve), a path, or None
     DEVIATIONS       list of what tests/test_recipes.py must not compare, each explained in __doc__
     SMOKE_TEST_FLAGS list of flags that shrink a model too large for the CPU smoke tests

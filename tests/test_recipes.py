@@ -5,6 +5,10 @@ crop, classes, label reduction and test mode. What differs on purpose is listed 
 docstring; this test knows the user's defaults (batch 2 per GPU, evaluation every 4000,
 checkpoint policy, workers) and each script's own DEVIATIONS and skips exactly those.
 
+A variant's recipe listed in REFERENCES with `deviations` (common/scripts.py) is compared the same way,
+built with the variant and the entry's `flags` (its batch layout), skipping those deviations; its
+batch per GPU and gradient accumulation must then be the recipe's too.
+
 DEVIATIONS names (a script lists only what its docstring explains): 'model' (the model config;
 the built network is still compared unless 'built_model' is listed too), 'built_model',
 'optimizer', 'paramwise_cfg', 'clip_grad', 'constructor', 'wrapper_type', 'param_scheduler',
@@ -147,3 +151,38 @@ def test_listed_variant_references_are_recipes_of_the_wheel(name):
             if scripts.variant_of(vars(module), chosen) != scripts.variant_of(vars(module)) or 'settings' in entry:
                 assert scripts.reference_for(vars(module), chosen)['config'] == entry['config']
                 assert scripts.reference_for(vars(module), chosen)['mIoU'] == entry['mIoU']
+
+
+def compared_variants():
+    """(script, variant, config) of every REFERENCES entry that asks to be compared in full."""
+    found = []
+    for name in SCRIPTS:
+        for variant, listed in (getattr(load_script(name), 'REFERENCES', None) or {}).items():
+            for entry in [listed] if isinstance(listed, dict) else listed:
+                if 'deviations' in entry:
+                    found.append((name, variant, entry['config']))
+    return found
+
+
+@pytest.fixture(scope='module', params=compared_variants(), ids=lambda p: f'{p[0]}-{p[1]}')
+def variant_pair(request):
+    from common import cli, scripts
+    name, variant, config = request.param
+    module = load_script(name)
+    entry = next(e for e in scripts.reference_entries(vars(module), variant) if e.get('config') == config)
+    settings = [n for n in scripts.VARIANT_SETTINGS if hasattr(module, n)]
+    argv = [arg for setting, choice in zip(settings, variant if isinstance(variant, tuple) else (variant,))
+            for arg in (cli.flag_name(setting), choice)]
+    mine = module.build_config(cli.parse(vars(module), argv + list(entry.get('flags', []))))
+    return module, official(config), mine, set(entry['deviations'])
+
+
+@pytest.mark.parametrize('check', [test_model_config_matches, test_built_model_matches,
+                                   test_optimizer_and_schedule_match, test_data_matches],
+                         ids=lambda f: f.__name__.removeprefix('test_'))
+def test_variant_recipe_matches(variant_pair, check):
+    check(variant_pair)
+    _, ref, mine, _ = variant_pair
+    assert mine['train_dataloader']['batch_size'] == ref['train_dataloader']['batch_size']
+    assert mine['optim_wrapper'].get('accumulative_counts', 1) == ref['optim_wrapper'].get('accumulative_counts', 1)
+    assert plain(mine['model']['test_cfg']) == plain(ref['model']['test_cfg'])
