@@ -23,6 +23,7 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     demo_data    the small, learnable ADE20K-layout dataset of --demo and the tests
     checkpoints  checkpoint files: atomic writes, newest complete, pre-emption save, safe and exact loading
     weights_fit  a pretrained file must initialise every tensor of the module it is loaded into
+    fixed_window BEiT and MAE, whose window the crop fixes: pretrained tables resized, test views no smaller
     gpu          the NVIDIA GPUs the driver lists, and whether this torch can use them (DEVICE)
     checks       can this run start: installation, packages, pretrained files, dataset (preflight)
     speed        how a run uses the machine: precision, channels_last, TF32, fused step, compile
@@ -38,7 +39,8 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
 4. The top
     runtime      defaults() (a script's runtime config) and run() (a script's whole life); nothing imports it
 5. Commands (`python -m common.<name>`)
-    env_check, download_ade20k, convert_vit, complexity, bench, bench_sh, plots, zoo, vs_stock, data_speed
+    env_check, download_ade20k, convert_vit, convert_beit, complexity, bench, bench_sh, plots, zoo, vs_stock,
+    data_speed
     gpu_check    the GPU check (tools/gpu_check.sh): MEASUREMENTS in order, each in its time budget
     gpu_stages   its measurements (env, data, smoke, vs_stock, eval_precision, sync_free, eval_batch)
     gpu_report   its gpu_check.md and progress lines
@@ -61,6 +63,10 @@ Process-wide changes the project makes to mmengine, mmcv and torch (and why):
 - speed.sync_free_accuracy: mmseg's decode heads' `accuracy` (acc_seg) is computed without boolean-mask
   indexing (same numbers, no wait for the GPU); speed.non_blocking_inputs: the data preprocessor
   copies batches to the GPU without blocking.
+- fixed_window.install, in train.prepare of a BEiT or MAE run: mmseg's BEiT._geometric_sequence_interpolation
+  (the resize of a pretrained relative-position table) computes with RectBivariateSpline instead of
+  scipy's interp2d, which the pinned SciPy no longer has. fixed_window registers ResizeToAtLeast in
+  mmseg's TRANSFORMS (the BEiT/MAE multi-scale test: views no smaller than the window).
 - weights_fit.must_fit, during runner.train() only: mmengine's and torch's load_state_dict audit what a
   file leaves uninitialised before loading it.
 - batched_eval: registers SameShapeBatchSampler in mmengine's DATA_SAMPLERS.
@@ -84,11 +90,13 @@ LAYERS = {
     'errors': 0, 'faults': 0, 'files': 0, 'download': 0,
     'ade20k': 1, 'schedules': 1, 'models': 1, 'pretrained': 1,
     'scripts': 2, 'validate': 2, 'cli': 2, 'config': 2, 'dist': 2, 'demo_data': 2, 'checkpoints': 2, 'weights_fit': 2,
+    'fixed_window': 2,
     'gpu': 2, 'checks': 2, 'speed': 2, 'deferred': 2, 'resilience': 2, 'resume': 2, 'batched_eval': 2, 'train': 2,
     'recipes': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,
     'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'complexity': 5, 'bench': 5, 'bench_sh': 5, 'plots': 5,
+    'convert_beit': 5,
     'zoo': 5, 'vs_stock': 5, 'data_speed': 5, 'gpu_check': 5, 'gpu_stages': 5, 'gpu_report': 5, 'inprocess': 5,
 }

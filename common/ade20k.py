@@ -62,18 +62,18 @@ def test_pipeline(crop_size, extra=()):
     ]
 
 
-def tta_pipeline():
-    """Multi-scale (0.5..1.75) + flip test, as configs/_base_/datasets/ade20k.py defines it."""
-    return [
-        dict(type='LoadImageFromFile', backend_args=None),
-        dict(type='TestTimeAug', transforms=[
-            [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in TTA_RATIOS],
-            [dict(type='RandomFlip', prob=0., direction='horizontal'),
-             dict(type='RandomFlip', prob=1., direction='horizontal')],
-            [dict(type='LoadAnnotations')],
-            [dict(type='PackSegInputs')],
-        ]),
-    ]
+def tta_pipeline(min_size=None):
+    """Multi-scale (0.5..1.75) + flip test, as configs/_base_/datasets/ade20k.py defines it. With
+    `min_size` (H, W), a view smaller than it is then enlarged (aspect kept) to cover it: the window
+    of a backbone that takes no smaller input (BEiT, MAE: common/fixed_window.py)."""
+    steps = [[dict(type='Resize', scale_factor=r, keep_ratio=True) for r in TTA_RATIOS]]
+    if min_size is not None:
+        steps.append([dict(type='ResizeToAtLeast', size=tuple(min_size))])
+    steps += [[dict(type='RandomFlip', prob=0., direction='horizontal'),
+               dict(type='RandomFlip', prob=1., direction='horizontal')],
+              [dict(type='LoadAnnotations')],
+              [dict(type='PackSegInputs')]]
+    return [dict(type='LoadImageFromFile', backend_args=None), dict(type='TestTimeAug', transforms=steps)]
 
 
 def default_num_workers():

@@ -128,7 +128,24 @@ FILES = {
            ('base', 'in21k', '262fd037', 'B', '21k', 'base-in21k'),
            ('large', 'in21k', 'e6e0ea0a', 'L', '21k', 'large-in21k'),
            ('xlarge', 'in21k', '08aa5ddc', 'XL', '21k', 'xlarge-in21k')]},
+    # Sources to convert with `python -m common.convert_beit FILE` (writes FILE stem + _mmseg.pth; the
+    # recipes call their converted files pretrain/beit_*_pt22k_ft22k.pth and mae_pretrain_vit_base_mmcls.pth).
+    'beit_base_patch16_224_pt22k_ft22k.pth': (
+        'https://unilm.blob.core.windows.net/beit/beit_base_patch16_224_pt22k_ft22k.pth',
+        'BEiT-B/16 ImageNet-22k 224 (self-supervised, then fine-tuned): convert with python -m common.convert_beit',
+        'beit (converted)'),
+    'beit_large_patch16_224_pt22k_ft22k.pth': (
+        'https://unilm.blob.core.windows.net/beit/beit_large_patch16_224_pt22k_ft22k.pth',
+        'BEiT-L/16 ImageNet-22k 224 (self-supervised, then fine-tuned): convert with python -m common.convert_beit',
+        'beit BACKBONE=beit-l (converted)'),
+    'mae_pretrain_vit_base.pth': (
+        'https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth',
+        'MAE ViT-B/16 ImageNet-1k self-supervised encoder: convert with python -m common.convert_beit',
+        'mae (converted)'),
 }
+# The converter of each source above that is not converted with common.convert_vit.
+CONVERTERS = {name: 'common.convert_beit' for name in (
+    'beit_base_patch16_224_pt22k_ft22k.pth', 'beit_large_patch16_224_pt22k_ft22k.pth', 'mae_pretrain_vit_base.pth')}
 
 
 def hash_prefix(name):
@@ -169,12 +186,12 @@ def require(path):
     if path is None or os.path.isfile(path):
         return
     name = Path(path).name
-    source = name.removesuffix('_mmseg.pth') + '.pth'  # the convert_vit output of a listed file
+    source = name.removesuffix('_mmseg.pth') + '.pth'  # the convert_vit/convert_beit output of a listed file
     if name in FILES:
         how = f'fetch it with `{fetch_command(name)}` ({FILES[name][0]})'
     elif name.endswith('_mmseg.pth') and source in FILES:
         how = (f'make it with `{fetch_command(source)}` then '
-               f'`python -m common.convert_vit pretrain/{source}`')
+               f'`python -m {CONVERTERS.get(source, "common.convert_vit")} pretrain/{source}`')
     else:
         how = 'put the file there (see pretrain/README.md)'
 

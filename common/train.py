@@ -30,6 +30,9 @@ def prepare(cfg, s, plan):
     speed.apply(cfg, plan)
     speed.set_global_flags(plan)
     speed.sync_free_accuracy()
+    if _backbone_type(cfg) in ('BEiT', 'MAE'):
+        from common import fixed_window
+        fixed_window.install()  # their pretrained tables resize without scipy's removed interp2d
     if plan['precision'] != 'fp32':
         speed.keep_deformable_attention_fp32()  # a no-op for models without it
     if not torch.cuda.is_available():
@@ -44,6 +47,10 @@ def prepare(cfg, s, plan):
     # modules that register its worker init, samplers and loops.
     config.add_imports(cfg, 'common.resilience', 'common.batched_eval', 'common.resume')
     return resume.plan(cfg, s)
+
+
+def _backbone_type(cfg):
+    return (cfg.get('model', {}).get('backbone') or {}).get('type')
 
 
 def _reference_line(s):

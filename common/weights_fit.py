@@ -7,14 +7,23 @@ leaves whole layers at their random init, which costs a user a training run to n
 raises SetupError when a file leaves parameters of the module it is loaded into uninitialised.
 Normalisation layers a segmentation backbone adds on top of its classifier (Swin's norm0..3,
 PoolFormer's GroupNorms) start at their identity init by design in the recipes, so those are
-reported, not refused.
+reported, not refused; so are the tensors a backbone class lists in BY_DESIGN (MAE's), and only those.
 """
+import re
 import sys
 from contextlib import contextmanager
 
 from common.errors import SetupError
 
 IGNORED_MISSING = ('num_batches_tracked', 'relative_position_index')
+# Tensors a backbone's pretrained file lacks by design, by the class of the module it is loaded into.
+# mmseg's MAE is BEiT's transformer loaded with MAE's plain-ViT encoder, which has no layer scales
+# and no relative-position bias: the recipe starts them at layer scale init_values (1.0: identity) and
+# a zero table (MAEAttention keeps its zero init), so the network starts as the pretrained ViT.
+BY_DESIGN = {
+    'MAE': (re.compile(r'layers\.\d+\.(gamma_1|gamma_2|attn\.relative_position_bias_table)'),
+            'layer scales and relative-position tables (the plain ViT that MAE pretrains has none)'),
+}
 
 
 @contextmanager
@@ -62,9 +71,16 @@ def audit(module, state_dict):
     if added_norms:
         print_log(f'[weights] {name}: {len(added_norms)} normalisation tensors not in the checkpoint start at '
                   f'their identity init, as in the recipe: {", ".join(added_norms[:8])}', logger='current')
+    pattern, what = BY_DESIGN.get(name, (None, ''))
+    by_design = [k for k in missing if pattern is not None and pattern.fullmatch(k)]
+    missing = [k for k in missing if k not in by_design]
+    if by_design:
+        print_log(f'[weights] {name}: {len(by_design)} tensors not in the checkpoint by design start at the '
+                  f'recipe\'s init, {what}: {", ".join(by_design[:4])} ...', logger='current')
     if missing:
         _refuse(name, missing, len(expected))
-    print_log(f'[weights] {name}: all {len(expected) - len(added_norms)} other tensors loaded', logger='current')
+    print_log(f'[weights] {name}: all {len(expected) - len(added_norms) - len(by_design)} other tensors loaded',
+              logger='current')
 
 
 def _norm_layer_keys(module):

@@ -37,8 +37,9 @@ def run(cfg, s, plan):
     loader_cfg = copy.deepcopy(cfg['test_dataloader'])
     checks.dataset(loader_cfg['dataset']['data_root'], splits=('val',))
     model = build_from(cfg, s, s.eval_only, '--eval-only')
-    if s.tta:
-        loader_cfg['dataset']['pipeline'] = ade20k.tta_pipeline()
+    if s.tta:  # the script's own (tta_pipeline, as mmseg's configs name it), else the ADE20K one
+        from common import fixed_window  # noqa: F401  registers ResizeToAtLeast, which BEiT's and MAE's use
+        loader_cfg['dataset']['pipeline'] = copy.deepcopy(cfg.get('tta_pipeline') or ade20k.tta_pipeline())
         model = MODELS.build(dict(cfg.get('tta_model', dict(type='SegTTAModel')), module=model))
     else:  # TTA's views of one image are its batch already
         loader_cfg = batched_eval.batched(loader_cfg, batched_eval.size(s.EVAL_BATCH, torch.cuda.is_available()))
