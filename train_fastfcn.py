@@ -13,6 +13,8 @@ README mIoU single-scale / multi-scale + flip):
   aspp   41.88 / 42.91       43.58 / 44.92
   enc    40.88 / 42.36       42.50 / 44.21
 The 160k recipes are the same configs with schedule_160k: MAX_ITERS moves the PolyLR end with it.
+HEAD = 'fcn' (no ADE20K recipe, no reference number) is FCN + JPU, the FastFCN paper's own baseline
+and PyTorch-Encoding's: the FCN recipe's head (two 3x3 convolutions, input concatenated) on the JPU output.
 The README lists crop 512x1024 for these ADE20K rows; the configs (and this script) crop 512x512.
 
 Deviations from the recipe (the user's defaults):
@@ -36,7 +38,7 @@ VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 0.01                           # SGD, momentum 0.9, weight decay 5e-4, poly to 1e-4
 PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
-HEAD = 'psp'                        # 'psp', 'aspp' or 'enc' (each its recipe)
+HEAD = 'psp'                        # 'psp', 'aspp', 'enc' (each its recipe) or 'fcn' (FCN + JPU, no recipe)
 PRETRAINED = 'auto'                 # 'auto': the ResNet-50-V1c ImageNet file in pretrain/; or a path
 
 REFERENCE = dict(config='fastfcn/fastfcn_r50-d32_jpu_psp_4xb4-80k_ade20k-512x512.py', mIoU=41.40, mIoU_ms=42.12,
@@ -54,6 +56,7 @@ REFERENCES = {  # each HEAD's other recipes (scripts.reference_for picks by HEAD
                  mIoU_ms=44.21, settings={'MAX_ITERS': 160_000})],
 }
 HEADS = {'psp': 'PSPHead on the JPU output', 'aspp': 'ASPPHead on the JPU output',
+         'fcn': 'FCNHead on the JPU output: FCN + JPU (no ADE20K recipe, no reference number)',
          'enc': 'EncHead (SE loss) on the JPU output and the two stages the neck passes through'}
 
 
@@ -66,6 +69,8 @@ def decode_head(head, norm_cfg):
         return dict(type='PSPHead', in_channels=2048, in_index=2, pool_scales=(1, 2, 3, 6), **shared)
     if head == 'aspp':
         return dict(type='ASPPHead', in_channels=2048, in_index=2, dilations=(1, 12, 24, 36), **shared)
+    if head == 'fcn':  # FCN + JPU (the FastFCN paper's baseline); the FCN recipe's head on the JPU output
+        return dict(type='FCNHead', in_channels=2048, in_index=2, num_convs=2, concat_input=True, **shared)
     # EncNet's context encoding (32 codewords) with its semantic-encoding loss (sigmoid BCE, weight 0.2).
     return dict(type='EncHead', in_channels=[512, 1024, 2048], in_index=(0, 1, 2), num_codes=32, use_se_loss=True,
                 add_lateral=False,

@@ -9,6 +9,9 @@ README mIoU single-scale / multi-scale + flip):
   r50-d8     35.94 / 37.94       36.10 / 38.08
   r101-d8    39.61 / 40.83       39.91 / 41.40
 The 160k recipes differ from the 80k ones only in the schedule: MAX_ITERS moves the PolyLR end with it.
+BACKBONE = 'r18-d8' (no ADE20K recipe, no reference number: CSAIL's ResNet18dilated + C1_deepsup, 33.82
+in its own training) is this recipe on a ResNet-18-V1c (resnet18_v1c), the heads sized as mmseg's
+fcn_r18-d8 Cityscapes recipes size them (FCN head 128 channels on 512, auxiliary 64 on 256).
 
 Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 4): the run prints the total batch and the --accumulate that restores 16.
@@ -31,7 +34,7 @@ VAL_INTERVAL = 4_000                # evaluation and checkpoint period, steps
 LR = 0.01                           # SGD, momentum 0.9, weight decay 5e-4, poly to 1e-4
 PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
-BACKBONE = 'r50-d8'                 # 'r50-d8' or 'r101-d8'
+BACKBONE = 'r50-d8'                 # 'r50-d8', 'r101-d8' or 'r18-d8' (no ADE20K recipe)
 PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pretrain/; or a path
 
 REFERENCE = dict(config='fcn/fcn_r50-d8_4xb4-80k_ade20k-512x512.py', mIoU=35.94, mIoU_ms=37.94,
@@ -44,7 +47,10 @@ REFERENCES = {  # the other recipes of the folder (scripts.reference_for picks b
                 dict(config='fcn/fcn_r101-d8_4xb4-160k_ade20k-512x512.py', mIoU=39.91,
                      mIoU_ms=41.40, settings={'MAX_ITERS': 160_000})],
 }
-BACKBONES = {'r50-d8': models.RESNET_V1C['r50'], 'r101-d8': models.RESNET_V1C['r101']}
+BACKBONES = {'r50-d8': dict(models.RESNET_V1C['r50'], **models.BOTTLENECK_D8_HEADS),
+             'r101-d8': dict(models.RESNET_V1C['r101'], **models.BOTTLENECK_D8_HEADS),
+             # No ADE20K recipe: CSAIL's ResNet18dilated + C1_deepsup (README, models of other codebases).
+             'r18-d8': dict(models.RESNET_V1C['r18'], **models.R18_D8_HEADS)}
 
 
 def build_config(s):
@@ -55,10 +61,11 @@ def build_config(s):
         data_preprocessor=ade20k.data_preprocessor(s.CROP_SIZE),
         pretrained=pretrained.resolve(s.PRETRAINED, backbone['pretrained']),
         backbone=models.resnet_v1c(backbone['depth'], dilated=True),
-        decode_head=dict(type='FCNHead', in_channels=2048, in_index=3, channels=512, num_convs=2,
+        decode_head=dict(type='FCNHead', in_channels=backbone['in_channels'], in_index=3,
+                         channels=backbone['channels'], num_convs=2,
                          concat_input=True, dropout_ratio=0.1, num_classes=ade20k.NUM_CLASSES, norm_cfg=norm_cfg,
                          align_corners=False, loss_decode=models.ce_loss(1.0)),
-        auxiliary_head=models.fcn_aux_head(),
+        auxiliary_head=models.fcn_aux_head(backbone['aux_in_channels'], backbone['aux_channels']),
         train_cfg=dict(),
         test_cfg=dict(mode='whole'))
     return dict(model=model,

@@ -6,10 +6,15 @@ from common import ade20k
 
 SYNC_BN = dict(type='SyncBN', requires_grad=True)
 
-RESNET_V1C = {  # name -> depth, pretrained file (open-mmlab://resnet{50,101}_v1c)
+RESNET_V1C = {  # name -> depth, pretrained file (open-mmlab://resnet{18,50,101}_v1c)
     'r50': dict(depth=50, pretrained='resnet50_v1c-2cccc1ad.pth'),
     'r101': dict(depth=101, pretrained='resnet101_v1c-e67eebb6.pth'),
+    'r18': dict(depth=18, pretrained='resnet18_v1c-b5776b93.pth'),
 }
+# The -D8 heads on a ResNet-18 (BasicBlocks: stage 4 has 512 channels, stage 3 256), as mmseg's
+# *_r18-d8 recipes (Cityscapes only) size them: decode head 128 channels, auxiliary head 64.
+R18_D8_HEADS = dict(in_channels=512, channels=128, aux_in_channels=256, aux_channels=64)
+BOTTLENECK_D8_HEADS = dict(in_channels=2048, channels=512, aux_in_channels=1024, aux_channels=256)
 
 
 def resnet_v1c(depth, dilated=True, norm_cfg=SYNC_BN):

@@ -27,6 +27,9 @@ FILES = {
     'resnet101_v1c-e67eebb6.pth': (
         'https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth',
         "ResNet-101-V1c ImageNet (open-mmlab://resnet101_v1c)", 'BACKBONE=r101(-d8) variants, sem_fpn r101'),
+    'resnet18_v1c-b5776b93.pth': (
+        'https://download.openmmlab.com/pretrain/third_party/resnet18_v1c-b5776b93.pth',
+        "ResNet-18-V1c ImageNet (open-mmlab://resnet18_v1c)", 'fcn, pspnet BACKBONE=r18-d8 (no ADE20K recipe)'),
     'resnet50-0676ba61.pth': (
         'https://download.pytorch.org/models/resnet50-0676ba61.pth',
         'torchvision ResNet-50 ImageNet (torchvision://resnet50)', 'mask2former maskformer'),

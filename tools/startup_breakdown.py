@@ -1,7 +1,7 @@
 """Where the seconds go between launch and the first training iteration, phase by phase, on this machine.
 
     .venv/bin/python tools/startup_breakdown.py train_fcn.py --data-root data/demo/ADEChallengeData2016 \
-        --json benchmarks/startup/fcn_demo.json [-- more script flags]
+        --json benchmarks/startup/fcn_demo.json -- --crop-size 64     # after --: the script's own flags
 
 Runs, in one fresh process, what `python train_x.py` runs (common/runtime.py), timing each phase:
 imports, flags, config, the device and preflight checks (the dataset check twice: the first pass fills
@@ -60,8 +60,10 @@ def main(argv=None):
     parser.add_argument('--data-root', required=True)
     parser.add_argument('--iters', type=int, default=20, help='iterations trained before the resume is timed')
     parser.add_argument('--json')
-    parser.add_argument('flags', nargs='*')
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index('--') + 1:] if '--' in argv else []  # the script's own flags, passed as they are
+    args = parser.parse_args(argv[:argv.index('--')] if '--' in argv else argv)
+    args.flags = extra
     clock = Clock()
     clock.phases.append(('python start to this script', round(T0, 3) and 0.0))
     import torch  # noqa: F401
@@ -111,7 +113,7 @@ def main(argv=None):
     assert resume  # the module that does the project's way
     rows = dict(script=args.script, flags=flags, phases=clock.phases, total_s=total,
                 resume_at_iteration=args.iters, resume_to_first_iteration_s=timings,
-                command=' '.join(['.venv/bin/python', 'tools/startup_breakdown.py', *(argv or sys.argv[1:])]))
+                command=' '.join(['.venv/bin/python', 'tools/startup_breakdown.py', *argv]))
     print(f'| phase | seconds |\n|---|---|')
     for name, seconds in clock.phases:
         print(f'| {name} | {seconds} |')
