@@ -37,7 +37,8 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
 4. The top
     runtime      defaults() (a script's runtime config) and run() (a script's whole life); nothing imports it
 5. Commands (`python -m common.<name>`)
-    env_check, download_ade20k, convert_vit, complexity, bench, bench_sh, plots, zoo, vs_stock, data_speed
+    env_check, download_ade20k, convert_vit, convert_swin, complexity, bench, bench_sh, plots, zoo, vs_stock,
+    data_speed
     gpu_check    the GPU check (tools/gpu_check.sh): MEASUREMENTS in order, each in its time budget
     gpu_stages   its measurements (env, data, smoke, vs_stock, eval_precision, sync_free, eval_batch)
     gpu_report   its gpu_check.md and progress lines
@@ -87,6 +88,6 @@ LAYERS = {
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,
-    'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'complexity': 5, 'bench': 5, 'bench_sh': 5, 'plots': 5,
+    'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'convert_swin': 5, 'complexity': 5, 'bench': 5, 'bench_sh': 5, 'plots': 5,
     'zoo': 5, 'vs_stock': 5, 'data_speed': 5, 'gpu_check': 5, 'gpu_stages': 5, 'gpu_report': 5, 'inprocess': 5,
 }
