@@ -13,7 +13,6 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     ade20k       the dataset: constants, pipelines, dataloaders, evaluator
     schedules    optimizer + LR scheduler + loop bundles; warmup and MAX_ITERS x ACCUMULATE arithmetic
     models       model parts many recipes share (ResNetV1c, the auxiliary FCN head, SYNC_BN)
-    pretrained   the pretrained-file registry: init_cfg from PRETRAINED, require, fetch, list
 2. The run, one concern a module
     scripts      a train_*.py as data: load, settings, variant, reference numbers (the script protocol)
     cli          a script's settings as command line flags
@@ -22,7 +21,10 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     dist         launcher, rank and world size from the environment; the CPU (gloo) process group
     demo_data    the small, learnable ADE20K-layout dataset of --demo and the tests
     checkpoints  checkpoint files: atomic writes, newest complete, pre-emption save, safe and exact loading
-    weights_fit  a pretrained file must initialise every tensor of the module it is loaded into
+    layouts      what a pretrained file is (from its tensors' names and shapes) and which backbones it fits
+    pretrained   the pretrained-file registry: init_cfg from PRETRAINED, require (and its stand-in), fetch, list
+    weights_fit  a pretrained file must initialise every tensor of the module it is loaded into: refused
+                 before building where its layout cannot fit (layouts), audited while it loads
     gpu          the NVIDIA GPUs the driver lists, and whether this torch can use them (DEVICE)
     checks       can this run start: installation, packages, pretrained files, dataset (preflight)
     speed        how a run uses the machine: precision, channels_last, TF32, fused step, compile
@@ -82,8 +84,9 @@ Process-wide changes the project makes to mmengine, mmcv and torch (and why):
 # that imports go only to the same layer or below.
 LAYERS = {
     'errors': 0, 'faults': 0, 'files': 0, 'download': 0,
-    'ade20k': 1, 'schedules': 1, 'models': 1, 'pretrained': 1,
+    'ade20k': 1, 'schedules': 1, 'models': 1,
     'scripts': 2, 'validate': 2, 'cli': 2, 'config': 2, 'dist': 2, 'demo_data': 2, 'checkpoints': 2, 'weights_fit': 2,
+    'layouts': 2, 'pretrained': 2,
     'gpu': 2, 'checks': 2, 'speed': 2, 'deferred': 2, 'resilience': 2, 'resume': 2, 'batched_eval': 2, 'train': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,

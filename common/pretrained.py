@@ -5,13 +5,15 @@
     python -m common.pretrained readme            # rewrite pretrain/README.md from this table
 
 Files keep their published names. The 8 hex digits at the end of an OpenMMLab or torchvision file
-name are the start of its sha256, which is what the fetch checks.
+name are the start of its sha256, which is what the fetch checks. An entry whose description names
+`python -m common.convert_X` is a source to convert: the converter writes its stem + '_mmseg.pth'.
 """
 import argparse
 import os
 import re
 from pathlib import Path
 
+from common import layouts
 from common.errors import SetupError, reported
 
 PRETRAIN_DIR = Path(__file__).resolve().parents[1] / 'pretrain'
@@ -33,6 +35,11 @@ FILES = {
     'resnet101-63fe2227.pth': (
         'https://download.pytorch.org/models/resnet101-63fe2227.pth',
         'torchvision ResNet-101 ImageNet (torchvision://resnet101)', 'mask2former, maskformer BACKBONE=r101'),
+    'resnet50-11ad3fa6.pth': (
+        'https://download.pytorch.org/models/resnet50-11ad3fa6.pth',
+        "torchvision ResNet-50 ImageNet, IMAGENET1K_V2 weights: not the recipes' (they load the V1 "
+        'resnet50-0676ba61.pth), so never taken by PRETRAINED auto',
+        'mask2former, maskformer with --pretrained (other pretraining than the reference results)'),
     **{f'mit_{b}_20220624-{h}.pth': (f'{_MMSEG}/segformer/mit_{b}_20220624-{h}.pth',
                                      f'MiT-{b.upper()} ImageNet, converted by mmseg', 'segformer')
        for b, h in [('b0', '7e0fe6dd'), ('b1', '02e5a6a1'), ('b2', '66e8bf70'), ('b3', '13b1141c'),
@@ -64,6 +71,11 @@ FILES = {
     'swin_large_patch4_window7_224_22k_20220308-d5bdebaf.pth': (
         f'{_MMSEG}/swin/swin_large_patch4_window7_224_22k_20220308-d5bdebaf.pth',
         'Swin-L window 7, ImageNet-22k 224', 'knet BACKBONE=swin-l'),
+    'swin_base_patch4_window12_384_22k.pth': (
+        'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window12_384_22k.pth',
+        "Swin-B ImageNet-22k 384, Microsoft's original release (the weights of mmseg's "
+        '..._22k_20220317-e5c09f74.pth): convert with python -m common.convert_swin',
+        'mask2former BACKBONE=swin-b; swin BACKBONE=swin-b-384-in22k (converted; auto when e5c09f74 is absent)'),
     'hrnetv2_w18_small-b5a04e21.pth': (
         'https://download.openmmlab.com/pretrain/third_party/hrnetv2_w18_small-b5a04e21.pth',
         'HRNetV2-W18-Small ImageNet (open-mmlab://msra/hrnetv2_w18_small)', 'hrnet'),
@@ -107,6 +119,10 @@ FILES = {
     'jx_vit_large_p16_384-b3be5167.pth': (
         'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/jx_vit_large_p16_384-b3be5167.pth',
         'timm ViT-L/16 ImageNet 384: convert with python -m common.convert_vit', 'setr (converted)'),
+    'jx_vit_base_p16_384-83fb41ba.pth': (
+        'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/jx_vit_base_p16_384-83fb41ba.pth',
+        "timm ViT-B/16 ImageNet 384 (no recipe's own weights): convert with python -m common.convert_vit",
+        'vit_deit BACKBONE=vit-b/deit-b, dpt, segmenter BACKBONE=vit-b with --pretrained (converted)'),
     'deit_small_patch16_224-cd65a155.pth': (
         'https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth',
         'DeiT-S/16 ImageNet 224: convert with python -m common.convert_vit', 'vit_deit (converted)'),
@@ -128,6 +144,12 @@ FILES = {
            ('base', 'in21k', '262fd037', 'B', '21k', 'base-in21k'),
            ('large', 'in21k', 'e6e0ea0a', 'L', '21k', 'large-in21k'),
            ('xlarge', 'in21k', '08aa5ddc', 'XL', '21k', 'xlarge-in21k')]},
+}
+
+# A registered file -> the registered source whose conversion holds the same weights: PRETRAINED
+# 'auto' takes that conversion when the file is absent, and the run says so (checks.preflight).
+SAME_WEIGHTS = {
+    'swin_base_patch4_window12_384_22k_20220317-e5c09f74.pth': 'swin_base_patch4_window12_384_22k.pth',
 }
 
 
@@ -164,22 +186,46 @@ def fetch_command(name):
     return f'python -m common.pretrained fetch {name}'
 
 
-def require(path):
-    """Stop before anything is built when a pretrained file is missing."""
+def stand_in(path):
+    """Where `path` names a SAME_WEIGHTS file that is absent: our conversion of the same source
+    weights beside it, if that is there; else None."""
+    source = SAME_WEIGHTS.get(Path(path).name)
+    candidate = Path(path).with_name(layouts.converted_name(source)) if source else None
+    return str(candidate) if candidate and candidate.is_file() else None
+
+
+def _make_command(source, here):
+    return f'`python -m {layouts.converter(FILES[source][1])} {here}/{source}`'
+
+
+def require(path, auto=False):
+    """The file to load for `path`: itself, or (auto: PRETRAINED 'auto' named it) its stand_in.
+    Stops before anything is built when neither is there."""
     if path is None or os.path.isfile(path):
-        return
-    name = Path(path).name
-    source = name.removesuffix('_mmseg.pth') + '.pth'  # the convert_vit output of a listed file
+        return path
+    if auto and stand_in(path):
+        return stand_in(path)
+    name, here = Path(path).name, Path(path).parent
+    source = layouts.source_of(name, FILES)
     if name in FILES:
         how = f'fetch it with `{fetch_command(name)}` ({FILES[name][0]})'
-    elif name.endswith('_mmseg.pth') and source in FILES:
-        how = (f'make it with `{fetch_command(source)}` then '
-               f'`python -m common.convert_vit pretrain/{source}`')
+        if name in SAME_WEIGHTS:
+            original = SAME_WEIGHTS[name]
+            how += (f'; or, with PRETRAINED auto, the same weights from {original}: '
+                    f'`{fetch_command(original)}` then {_make_command(original, here)}')
+    elif source:
+        how = f'make it with `{fetch_command(source)}` then {_make_command(source, here)}'
     else:
         how = 'put the file there (see pretrain/README.md)'
 
     raise SetupError(f'pretrained file not found: {path}',
                      f'{how}, or train from scratch with --no-pretrained')
+
+
+def stand_in_note(path, used):
+    source = SAME_WEIGHTS[Path(path).name]
+    return (f'PRETRAINED auto: {path} is not there; using {used}, the same weights converted from {source} '
+            f'by {layouts.converter(FILES[source][1])}')
 
 
 def fetch(name, force=False):
