@@ -23,6 +23,7 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     checkpoints  checkpoint files: atomic writes, newest complete, pre-emption save, safe and exact loading
     layouts      what a pretrained file is (from its tensors' names and shapes) and which backbones it fits
     pretrained   the pretrained-file registry: init_cfg from PRETRAINED, require (and its stand-in), fetch, list
+    inventory    list's second part: each file found in pretrain/, what it is and the commands that use it
     weights_fit  a pretrained file must initialise every tensor of the module it is loaded into: refused
                  before building where its layout cannot fit (layouts), audited while it loads
     gpu          the NVIDIA GPUs the driver lists, and whether this torch can use them (DEVICE)
@@ -86,7 +87,7 @@ LAYERS = {
     'errors': 0, 'faults': 0, 'files': 0, 'download': 0,
     'ade20k': 1, 'schedules': 1, 'models': 1,
     'scripts': 2, 'validate': 2, 'cli': 2, 'config': 2, 'dist': 2, 'demo_data': 2, 'checkpoints': 2, 'weights_fit': 2,
-    'layouts': 2, 'pretrained': 2,
+    'layouts': 2, 'pretrained': 2, 'inventory': 2,
     'gpu': 2, 'checks': 2, 'speed': 2, 'deferred': 2, 'resilience': 2, 'resume': 2, 'batched_eval': 2, 'train': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
