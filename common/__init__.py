@@ -42,6 +42,7 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
 5. Commands (`python -m common.<name>`)
     env_check, download_ade20k, convert_vit, convert_swin, complexity, bench, bench_sh, plots, zoo, vs_stock,
     data_speed
+    recipes      every official ADE20K config and the command here that builds it (zoo --recipes)
     gpu_check    the GPU check (tools/gpu_check.sh): MEASUREMENTS in order, each in its time budget
     gpu_stages   its measurements (env, data, smoke, vs_stock, eval_precision, sync_free, eval_batch)
     gpu_report   its gpu_check.md and progress lines
@@ -93,5 +94,5 @@ LAYERS = {
     'infer.flops': 3,
     'runtime': 4,
     'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'convert_swin': 5, 'complexity': 5, 'bench': 5, 'bench_sh': 5, 'plots': 5,
-    'zoo': 5, 'vs_stock': 5, 'data_speed': 5, 'gpu_check': 5, 'gpu_stages': 5, 'gpu_report': 5, 'inprocess': 5,
+    'zoo': 5, 'recipes': 5, 'vs_stock': 5, 'data_speed': 5, 'gpu_check': 5, 'gpu_stages': 5, 'gpu_report': 5, 'inprocess': 5,
 }
