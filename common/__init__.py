@@ -13,7 +13,6 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     ade20k       the dataset: constants, pipelines, dataloaders, evaluator
     schedules    optimizer + LR scheduler + loop bundles; warmup and MAX_ITERS x ACCUMULATE arithmetic
     models       model parts many recipes share (ResNetV1c, the auxiliary FCN head, SYNC_BN)
-    pretrained   the pretrained-file registry: init_cfg from PRETRAINED, require, fetch, list
 2. The run, one concern a module
     scripts      a train_*.py as data: load, settings, variant, reference numbers (the script protocol)
     cli          a script's settings as command line flags
@@ -22,7 +21,11 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     dist         launcher, rank and world size from the environment; the CPU (gloo) process group
     demo_data    the small, learnable ADE20K-layout dataset of --demo and the tests
     checkpoints  checkpoint files: atomic writes, newest complete, pre-emption save, safe and exact loading
-    weights_fit  a pretrained file must initialise every tensor of the module it is loaded into
+    layouts      what a pretrained file is (from its tensors' names and shapes) and which backbones it fits
+    pretrained   the pretrained-file registry: init_cfg from PRETRAINED, require (and its stand-in), fetch, list
+    inventory    list's second part: each file found in pretrain/, what it is and the commands that use it
+    weights_fit  a pretrained file must initialise every tensor of the module it is loaded into: refused
+                 before building where its layout cannot fit (layouts), audited while it loads
     fixed_window BEiT and MAE, whose window the crop fixes: pretrained tables resized, test views no smaller
     gpu          the NVIDIA GPUs the driver lists, and whether this torch can use them (DEVICE)
     checks       can this run start: installation, packages, pretrained files, dataset (preflight)
@@ -39,8 +42,8 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
 4. The top
     runtime      defaults() (a script's runtime config) and run() (a script's whole life); nothing imports it
 5. Commands (`python -m common.<name>`)
-    env_check, download_ade20k, convert_vit, convert_beit, complexity, bench, bench_sh, plots, zoo, vs_stock,
-    data_speed
+    env_check, download_ade20k, convert_vit, convert_beit, convert_swin, complexity, bench, bench_sh, plots, zoo,
+    vs_stock, data_speed
     gpu_check    the GPU check (tools/gpu_check.sh): MEASUREMENTS in order, each in its time budget
     gpu_stages   its measurements (env, data, smoke, vs_stock, eval_precision, sync_free, eval_batch)
     gpu_report   its gpu_check.md and progress lines
@@ -88,15 +91,15 @@ Process-wide changes the project makes to mmengine, mmcv and torch (and why):
 # that imports go only to the same layer or below.
 LAYERS = {
     'errors': 0, 'faults': 0, 'files': 0, 'download': 0,
-    'ade20k': 1, 'schedules': 1, 'models': 1, 'pretrained': 1,
+    'ade20k': 1, 'schedules': 1, 'models': 1,
     'scripts': 2, 'validate': 2, 'cli': 2, 'config': 2, 'dist': 2, 'demo_data': 2, 'checkpoints': 2, 'weights_fit': 2,
-    'fixed_window': 2,
+    'fixed_window': 2, 'layouts': 2, 'pretrained': 2, 'inventory': 2,
     'gpu': 2, 'checks': 2, 'speed': 2, 'deferred': 2, 'resilience': 2, 'resume': 2, 'batched_eval': 2, 'train': 2,
     'recipes': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,
-    'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'complexity': 5, 'bench': 5, 'bench_sh': 5, 'plots': 5,
-    'convert_beit': 5,
+    'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'convert_swin': 5, 'complexity': 5, 'bench': 5, 'bench_sh': 5,
+    'plots': 5, 'convert_beit': 5,
     'zoo': 5, 'vs_stock': 5, 'data_speed': 5, 'gpu_check': 5, 'gpu_stages': 5, 'gpu_report': 5, 'inprocess': 5,
 }

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import ade20k, checkpoints, config, dist, files, gpu, pretrained
+from common import ade20k, checkpoints, config, dist, files, gpu, pretrained, weights_fit
 from common.errors import SetupError
 
 CACHE_DIR = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'ade20k-train' / 'dataset-checks'
@@ -210,12 +210,18 @@ def packages(cfg):
 # ---------------------------------------------------------------- before a training run
 
 def preflight(cfg, s):
-    """Everything that can be checked before building: installation, pretrained files, checkpoints,
-    the dataset. Raises SetupError."""
+    """Everything that can be checked before building: installation, pretrained files (there, or
+    their stand-in under PRETRAINED auto, and of a layout that fits), checkpoints, the dataset.
+    Raises SetupError."""
     mmcv_ops_status()
     packages(cfg)
     for path in config.pretrained_paths(cfg):
-        pretrained.require(path)
+        used = pretrained.require(path, auto=getattr(s, 'PRETRAINED', None) == 'auto')
+        if used != path:  # the same weights under our converted file's name (pretrained.SAME_WEIGHTS)
+            config.replace_pretrained(cfg, path, used)
+            if dist.rank_from_env() == 0:
+                print(f'[{s.SCRIPT}] {pretrained.stand_in_note(path, used)}', flush=True)
+    weights_fit.refuse_misfit(cfg, trust=s.trust_checkpoint)
     if s.load_from:
         checkpoints.load(s.load_from, trust=s.trust_checkpoint, what='--load-from checkpoint', mmap=True)
     if s.SKIP_BAD_SAMPLES:

@@ -38,6 +38,16 @@ def pretrained_paths(cfg):
     return found
 
 
+def replace_pretrained(cfg, old, new):
+    """Make the model's initialisation read `new` where it would read `old`."""
+    def visit(node):
+        if node.get('pretrained') == old:
+            node['pretrained'] = new
+        if node.get('type') == 'Pretrained' and node.get('checkpoint') == old:
+            node['checkpoint'] = new
+    walk(cfg.get('model', {}), visit)
+
+
 def required_packages(cfg):
     """Packages named by scoped types in the config ('mmdet.DiceLoss' -> mmdet)."""
     scopes = {kind.split('.')[0] for kind in types_in(cfg) if isinstance(kind, str) and '.' in kind}

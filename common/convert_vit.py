@@ -6,6 +6,8 @@
     python -m common.convert_vit pretrain/deit_small_patch16_224-cd65a155.pth # ViT/DeiT-S + UPerNet
     python -m common.convert_vit pretrain/deit_base_patch16_224-b5f2ef4d.pth  # ViT/DeiT BACKBONE=deit-b
     python -m common.convert_vit pretrain/jx_vit_base_p16_224-80ecf9dd.pth    # ViT/DeiT BACKBONE=vit-b, DPT
+    python -m common.convert_vit pretrain/jx_vit_base_p16_384-83fb41ba.pth    # a ViT-B/16 at 384: no recipe's
+        # own weights; with --pretrained for ViT/DeiT vit-b (or deit-b), DPT, Segmenter vit-b
 
 The same mapping as MMSegmentation's tools/model_converters/vit2mmseg.py, which is not in the
 wheel: `blocks.N` -> `layers.N`, `norm1/norm2` -> `ln1/ln2`, `attn.qkv` -> `attn.attn.in_proj_`,
@@ -43,11 +45,11 @@ BLOCK_RENAMES = (
 DROPPED_PREFIXES = ('head.', 'head_dist.')    # ImageNet classifier(s): no use for segmentation
 
 
-def unwrap(checkpoint):
+def unwrap(checkpoint, expected='a timm or DeiT ViT checkpoint'):
     """The state dict inside a checkpoint: DeiT saves {'model': ...}, some timm files {'state_dict': ...}."""
     if not isinstance(checkpoint, dict):
         raise SetupError(f'expected a dict of tensors, found a {type(checkpoint).__name__}',
-                         'pass a timm or DeiT ViT checkpoint (.pth)')
+                         f'pass {expected} (.pth)')
     for wrapper in ('state_dict', 'model'):
         if isinstance(checkpoint.get(wrapper), dict):
             checkpoint = checkpoint[wrapper]

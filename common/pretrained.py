@@ -1,17 +1,23 @@
 """The pretrained backbone files of the recipes: where each comes from and how to fetch it.
 
-    python -m common.pretrained list              # what is present in pretrain/, what is missing
+    python -m common.pretrained list              # what is present in pretrain/, what is missing, and
+                                                  # for each file there: what it is, the commands using it
     python -m common.pretrained fetch FILE...     # download (progress bar, sha256 check); --all
     python -m common.pretrained readme            # rewrite pretrain/README.md from this table
 
 Files keep their published names. The 8 hex digits at the end of an OpenMMLab or torchvision file
-name are the start of its sha256, which is what the fetch checks.
+name are the start of its sha256, which is what the fetch checks. An entry whose description names
+`python -m common.convert_X` is a source to convert: the converter writes its stem + '_mmseg.pth'.
+`list` also reads every other file in pretrain/ (common.layouts): what it is, what it was converted
+from or to, the commands whose PRETRAINED 'auto' takes it, the ones it fits with --pretrained, or
+why it fits none.
 """
 import argparse
 import os
 import re
 from pathlib import Path
 
+from common import layouts
 from common.errors import SetupError, reported
 
 PRETRAIN_DIR = Path(__file__).resolve().parents[1] / 'pretrain'
@@ -36,6 +42,11 @@ FILES = {
     'resnet101-63fe2227.pth': (
         'https://download.pytorch.org/models/resnet101-63fe2227.pth',
         'torchvision ResNet-101 ImageNet (torchvision://resnet101)', 'mask2former, maskformer BACKBONE=r101'),
+    'resnet50-11ad3fa6.pth': (
+        'https://download.pytorch.org/models/resnet50-11ad3fa6.pth',
+        "torchvision ResNet-50 ImageNet, IMAGENET1K_V2 weights: not the recipes' (they load the V1 "
+        'resnet50-0676ba61.pth), so never taken by PRETRAINED auto',
+        'mask2former, maskformer with --pretrained (other pretraining than the reference results)'),
     **{f'mit_{b}_20220624-{h}.pth': (f'{_MMSEG}/segformer/mit_{b}_20220624-{h}.pth',
                                      f'MiT-{b.upper()} ImageNet, converted by mmseg', 'segformer')
        for b, h in [('b0', '7e0fe6dd'), ('b1', '02e5a6a1'), ('b2', '66e8bf70'), ('b3', '13b1141c'),
@@ -67,6 +78,11 @@ FILES = {
     'swin_large_patch4_window7_224_22k_20220308-d5bdebaf.pth': (
         f'{_MMSEG}/swin/swin_large_patch4_window7_224_22k_20220308-d5bdebaf.pth',
         'Swin-L window 7, ImageNet-22k 224', 'knet BACKBONE=swin-l'),
+    'swin_base_patch4_window12_384_22k.pth': (
+        'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window12_384_22k.pth',
+        "Swin-B ImageNet-22k 384, Microsoft's original release (the weights of mmseg's "
+        '..._22k_20220317-e5c09f74.pth): convert with python -m common.convert_swin',
+        'mask2former BACKBONE=swin-b; swin BACKBONE=swin-b-384-in22k (converted; auto when e5c09f74 is absent)'),
     'hrnetv2_w18_small-b5a04e21.pth': (
         'https://download.openmmlab.com/pretrain/third_party/hrnetv2_w18_small-b5a04e21.pth',
         'HRNetV2-W18-Small ImageNet (open-mmlab://msra/hrnetv2_w18_small)', 'hrnet'),
@@ -110,6 +126,10 @@ FILES = {
     'jx_vit_large_p16_384-b3be5167.pth': (
         'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/jx_vit_large_p16_384-b3be5167.pth',
         'timm ViT-L/16 ImageNet 384: convert with python -m common.convert_vit', 'setr (converted)'),
+    'jx_vit_base_p16_384-83fb41ba.pth': (
+        'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/jx_vit_base_p16_384-83fb41ba.pth',
+        "timm ViT-B/16 ImageNet 384 (no recipe's own weights): convert with python -m common.convert_vit",
+        'vit_deit BACKBONE=vit-b/deit-b, dpt, segmenter BACKBONE=vit-b with --pretrained (converted)'),
     'deit_small_patch16_224-cd65a155.pth': (
         'https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth',
         'DeiT-S/16 ImageNet 224: convert with python -m common.convert_vit', 'vit_deit (converted)'),
@@ -146,9 +166,12 @@ FILES = {
         'MAE ViT-B/16 ImageNet-1k self-supervised encoder: convert with python -m common.convert_beit',
         'mae (converted)'),
 }
-# The converter of each source above that is not converted with common.convert_vit.
-CONVERTERS = {name: 'common.convert_beit' for name in (
-    'beit_base_patch16_224_pt22k_ft22k.pth', 'beit_large_patch16_224_pt22k_ft22k.pth', 'mae_pretrain_vit_base.pth')}
+
+# A registered file -> the registered source whose conversion holds the same weights: PRETRAINED
+# 'auto' takes that conversion when the file is absent, and the run says so (checks.preflight).
+SAME_WEIGHTS = {
+    'swin_base_patch4_window12_384_22k_20220317-e5c09f74.pth': 'swin_base_patch4_window12_384_22k.pth',
+}
 
 
 def hash_prefix(name):
@@ -184,22 +207,46 @@ def fetch_command(name):
     return f'python -m common.pretrained fetch {name}'
 
 
-def require(path):
-    """Stop before anything is built when a pretrained file is missing."""
+def stand_in(path):
+    """Where `path` names a SAME_WEIGHTS file that is absent: our conversion of the same source
+    weights beside it, if that is there; else None."""
+    source = SAME_WEIGHTS.get(Path(path).name)
+    candidate = Path(path).with_name(layouts.converted_name(source)) if source else None
+    return str(candidate) if candidate and candidate.is_file() else None
+
+
+def _make_command(source, here):
+    return f'`python -m {layouts.converter(FILES[source][1])} {here}/{source}`'
+
+
+def require(path, auto=False):
+    """The file to load for `path`: itself, or (auto: PRETRAINED 'auto' named it) its stand_in.
+    Stops before anything is built when neither is there."""
     if path is None or os.path.isfile(path):
-        return
-    name = Path(path).name
-    source = name.removesuffix('_mmseg.pth') + '.pth'  # the convert_vit/convert_beit output of a listed file
+        return path
+    if auto and stand_in(path):
+        return stand_in(path)
+    name, here = Path(path).name, Path(path).parent
+    source = layouts.source_of(name, FILES)
     if name in FILES:
         how = f'fetch it with `{fetch_command(name)}` ({FILES[name][0]})'
-    elif name.endswith('_mmseg.pth') and source in FILES:
-        how = (f'make it with `{fetch_command(source)}` then '
-               f'`python -m {CONVERTERS.get(source, "common.convert_vit")} pretrain/{source}`')
+        if name in SAME_WEIGHTS:
+            original = SAME_WEIGHTS[name]
+            how += (f'; or, with PRETRAINED auto, the same weights from {original}: '
+                    f'`{fetch_command(original)}` then {_make_command(original, here)}')
+    elif source:
+        how = f'make it with `{fetch_command(source)}` then {_make_command(source, here)}'
     else:
         how = 'put the file there (see pretrain/README.md)'
 
     raise SetupError(f'pretrained file not found: {path}',
                      f'{how}, or train from scratch with --no-pretrained')
+
+
+def stand_in_note(path, used):
+    source = SAME_WEIGHTS[Path(path).name]
+    return (f'PRETRAINED auto: {path} is not there; using {used}, the same weights converted from {source} '
+            f'by {layouts.converter(FILES[source][1])}')
 
 
 def fetch(name, force=False):
@@ -231,6 +278,9 @@ it. `--no-pretrained` trains from scratch instead.
     python -m common.pretrained fetch --all
 
 The hash column is the sha256 prefix that the publisher put in the file name; the fetch checks it.
+`list` also reads every file in pretrain/, listed here or not (another release of a backbone, a
+converted file), and says what it is, the commands that use it or that it fits with --pretrained,
+or why it fits none.
 This file is generated by `python -m common.pretrained readme` from `common/pretrained.py`.
 
 | file | what | used by | URL | sha256 prefix |
@@ -253,6 +303,9 @@ def main(argv=None):
         for name, (url, what, used) in FILES.items():
             state = 'present' if path_of(name).exists() else 'missing'
             print(f'{state:8} {name:58} {used}')
+        from common import inventory
+        with reported():
+            print('\n' + '\n'.join(inventory.lines(PRETRAIN_DIR, FILES, SAME_WEIGHTS)))
     elif args.cmd == 'readme':
         (PRETRAIN_DIR / 'README.md').write_text(readme_text())
         print(f'wrote {PRETRAIN_DIR / "README.md"}')

@@ -8,12 +8,19 @@ raises SetupError when a file leaves parameters of the module it is loaded into 
 Normalisation layers a segmentation backbone adds on top of its classifier (Swin's norm0..3,
 PoolFormer's GroupNorms) start at their identity init by design in the recipes, so those are
 reported, not refused; so are the tensors a backbone class lists in BY_DESIGN (MAE's), and only those.
+
+`refuse_misfit(cfg)` runs first, before anything is built (checks.preflight): a file whose layout
+common.layouts recognises (a torchvision ResNet, an original Swin, a timm ViT...) and that cannot
+fit the backbone it initialises is refused with what it is, and the commands it does fit.
 """
 import re
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
+from common import layouts
 from common.errors import SetupError
+
 
 IGNORED_MISSING = ('num_batches_tracked', 'relative_position_index')
 # Tensors a backbone's pretrained file lacks by design, by the class of the module it is loaded into.
@@ -24,6 +31,25 @@ BY_DESIGN = {
     'MAE': (re.compile(r'layers\.\d+\.(gamma_1|gamma_2|attn\.relative_position_bias_table)'),
             'layer scales and relative-position tables (the plain ViT that MAE pretrains has none)'),
 }
+
+
+def refuse_misfit(cfg, trust=False):
+    """SetupError when the backbone's pretrained file is of a recognised layout that does not fit it."""
+    path, backbone, prefix = layouts.backbone_file(cfg)
+    if path is None:
+        return
+    layout = layouts.identify(layouts.read(path, trust))
+    why = layouts.misfit(layout, backbone, prefix, path)
+    if not why:
+        return   # it fits, or nothing here can tell: the load-time audit (must_fit) still checks it
+    fitting = [use.command(path) for use in layouts.index() if layouts.fits_exactly(layout, use)]
+    where = f'it fits {"; ".join(fitting)}; ' if fitting else ''
+    if layout.convert and layout.arch == layouts.signature(backbone):
+        made = Path(path).with_name(layouts.converted_name(path))
+        where = f'run `python -m {layout.convert} {path}`, then pass --pretrained {made}; '
+    raise SetupError(f'the pretrained file {path} does not fit {backbone["type"]}: {why}',
+                     f'{where}for this model use the file its recipe names (PRETRAINED auto, see '
+                     'pretrain/README.md), or train from scratch with --no-pretrained')
 
 
 @contextmanager
