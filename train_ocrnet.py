@@ -11,7 +11,7 @@ mIoU single-scale / multi-scale + flip):
   hr48 (W48)            43.00 / 44.30       43.25 / 44.88
 The 160k rows of HR18s and HR18 are the README's: their links name the 80k configs, so the wheel's
 metafile.yaml lists them a second time under the 80k file names and has no entry for the 160k files
-(reference §6); the 80k numbers are each file's first metafile entry, the README's 80k rows.
+(reference §6); the 80k numbers are the rows with 80k weights, the README's 80k rows.
 W18-Small has 2 blocks per branch and 3 and 2 modules in stages 3 and 4 (common.models.HRNET_V2, as
 train_hrnet.py); the 160k recipes differ from the 80k ones only in the schedule: MAX_ITERS moves the
 PolyLR end with it.
