@@ -11,8 +11,8 @@ mIoU single-scale / multi-scale + flip, the wheel's metafile):
   r101       42.91 / 43.96       43.82 / 44.85
 The 160k recipes differ from the 80k ones only in the schedule: MAX_ITERS moves the PolyLR end with it.
 R-18 has basic blocks (stage widths 64..512, not 256..2048): the head reads [64, 128, 256, 512] and
-the auxiliary head stage 3's 256 channels. Its ImageNet weights (open-mmlab://resnet18_v1c) are
-https://download.openmmlab.com/pretrain/third_party/resnet18_v1c-b5776b93.pth, to put in pretrain/.
+the auxiliary head stage 3's 256 channels. Its ImageNet weights (open-mmlab://resnet18_v1c):
+https://download.openmmlab.com/pretrain/third_party/resnet18_v1c-b5776b93.pth in pretrain/.
 
 Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 4): the run prints the total batch and the --accumulate that restores 16.
