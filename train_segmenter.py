@@ -6,10 +6,14 @@ SGD at LR 0.001 with no weight decay, PolyLR down to 1e-4 (so the LR only falls 
 The ViTs' ImageNet weights (pretrained at 384) are published in mmseg's layout at download.openmmlab.com:
 no conversion needed.
 
-BACKBONE variants, each its recipe (single-scale / multi-scale + flip mIoU):
-  vit-s  segmenter_vit-s_mask_8xb1-160k_ade20k-512x512   46.19 / 47.85
-  vit-b  segmenter_vit-b_mask_8xb1-160k_ade20k-512x512   49.60 / 51.07
-  vit-l  segmenter_vit-l_mask_8xb1-160k_ade20k-512x512   52.16 / 53.65  (trains at 640, see below)
+BACKBONE x HEAD variants, each its recipe (single-scale / multi-scale + flip mIoU):
+  vit-s  mask  segmenter_vit-s_mask_8xb1-160k_ade20k-512x512   46.19 / 47.85
+  vit-s  fcn   segmenter_vit-s_fcn_8xb1-160k_ade20k-512x512    45.75 / 46.82  (the linear decoder)
+  vit-b  mask  segmenter_vit-b_mask_8xb1-160k_ade20k-512x512   49.60 / 51.07
+  vit-l  mask  segmenter_vit-l_mask_8xb1-160k_ade20k-512x512   52.16 / 53.65  (trains at 640, see below)
+HEAD = 'mask' (the default): the mask transformer, two layers that decode the patch tokens together
+with one learned token per class. HEAD = 'fcn': Segmenter's linear baseline, an FCNHead with no
+convolution, only its 1x1 classifier on the backbone's last tokens.
 
 Deviations from the recipe (the user's defaults):
 - BATCH_PER_GPU = 2 (recipe 1): 8 GPUs make a total batch of 16, twice the recipe's 8, at the
@@ -39,15 +43,20 @@ LR = 0.001                          # SGD, momentum 0.9, no weight decay, poly t
 PRECISION = 'auto'                  # 'auto': bf16 on a GPU, fp32 on a CPU; or bf16/fp16/fp32 (recipe: fp32)
 SEED = 0                            # mmengine randomness seed
 BACKBONE = 'vit-t'                  # 'vit-t', 'vit-s', 'vit-b', 'vit-l' (patch 16)
+HEAD = 'mask'                       # 'mask' (mask transformer) or 'fcn' (linear: a 1x1 classifier)
 PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pretrain/; or a path
 
 REFERENCE = dict(config='segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py', mIoU=39.99, mIoU_ms=40.83,
                  mem_gb=1.21, fps=27.98, total_batch=8)
-REFERENCES = {  # the variants' own recipes (scripts.reference_for); all 8 x 1 image, as the default
-    'vit-s': dict(config='segmenter/segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py', mIoU=46.19, mIoU_ms=47.85),
-    'vit-b': dict(config='segmenter/segmenter_vit-b_mask_8xb1-160k_ade20k-512x512.py', mIoU=49.60, mIoU_ms=51.07),
-    'vit-l': dict(config='segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512.py', mIoU=52.16, mIoU_ms=53.65,
-                  mem_gb=16.56, fps=2.62, crop_size=(640, 640)),
+REFERENCES = {  # (BACKBONE, HEAD) -> that recipe (scripts.reference_for); all 8 x 1 image, as the default
+    ('vit-s', 'mask'): dict(config='segmenter/segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py', mIoU=46.19,
+                            mIoU_ms=47.85),
+    ('vit-s', 'fcn'): dict(config='segmenter/segmenter_vit-s_fcn_8xb1-160k_ade20k-512x512.py', mIoU=45.75,
+                           mIoU_ms=46.82),
+    ('vit-b', 'mask'): dict(config='segmenter/segmenter_vit-b_mask_8xb1-160k_ade20k-512x512.py', mIoU=49.60,
+                            mIoU_ms=51.07),
+    ('vit-l', 'mask'): dict(config='segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512.py', mIoU=52.16,
+                            mIoU_ms=53.65, mem_gb=16.56, fps=2.62, crop_size=(640, 640)),
 }
 # ViT widths (configs/segmenter/*.py); the decoder has the backbone's width and heads.
 BACKBONES = {
@@ -58,9 +67,23 @@ BACKBONES = {
                   pretrained='vit_large_p16_384_20220308-d4efb41d.pth'),
 }
 
+HEADS = {'mask': 'SegmenterMaskTransformerHead: 2 layers with class tokens', 'fcn': 'FCNHead, no conv: linear'}
+
+
+def decode_head(head, width, heads):
+    """The decoder on the ViT's last tokens: the mask transformer (of the backbone's width and heads),
+    or the linear one (configs/segmenter/segmenter_vit-s_fcn_*: FCNHead with num_convs=0)."""
+    if head == 'fcn':
+        return dict(type='FCNHead', in_channels=width, channels=width, num_convs=0, dropout_ratio=0.0,
+                    concat_input=False, num_classes=ade20k.NUM_CLASSES, loss_decode=models.ce_loss(1.0))
+    return dict(type='SegmenterMaskTransformerHead', in_channels=width, channels=width,
+                num_classes=ade20k.NUM_CLASSES, num_layers=2, num_heads=heads, embed_dims=width,
+                dropout_ratio=0.0, loss_decode=models.ce_loss(1.0))
+
 
 def build_config(s):
     variant = cli.choose('BACKBONE', s.BACKBONE, BACKBONES)
+    cli.choose('HEAD', s.HEAD, HEADS)
     width, heads = variant['embed_dims'], variant['num_heads']
     crop = tuple(s.CROP_SIZE)
     # Segmenter normalises to [-1, 1] (its ViTs were pretrained so), not with ImageNet statistics.
@@ -74,9 +97,7 @@ def build_config(s):
                       num_layers=variant['num_layers'], num_heads=heads, drop_path_rate=0.1, attn_drop_rate=0.0,
                       drop_rate=0.0, final_norm=True, norm_cfg=dict(type='LN', eps=1e-6, requires_grad=True),
                       with_cls_token=True, interpolate_mode='bicubic'),
-        decode_head=dict(type='SegmenterMaskTransformerHead', in_channels=width, channels=width,
-                         num_classes=ade20k.NUM_CLASSES, num_layers=2, num_heads=heads, embed_dims=width,
-                         dropout_ratio=0.0, loss_decode=models.ce_loss(1.0)),
+        decode_head=decode_head(s.HEAD, width, heads),
         # Sliding window of the crop size, overlapping by two 16-pixel patches (512: 480, 640: 608).
         test_cfg=dict(mode='slide', crop_size=crop, stride=tuple(max(c - 32, c // 2) for c in crop)))
     return dict(model=model,
