@@ -79,6 +79,9 @@ REFERENCES = {  # the variants' own recipes (scripts.reference_for); `flags`, `d
                                                          '160k of 320k iterations: LR 0 for half the run; docstring)'}),
 }
 # Widths, depths and training numbers of configs/beit; files made by common.convert_beit.
+# The multi-scale test configs of the two recipes: their command is --eval-only CKPT --tta (common.recipes).
+TTA_CONFIGS = {'beit-b': 'beit/beit-base_upernet_8xb2-160k_ade20k-640x640_ms.py',
+               'beit-l': 'beit/beit-large_upernet_8xb1-amp-160k_ade20k-640x640_ms.py'}
 BACKBONES = {
     'beit-b': dict(embed_dims=768, num_layers=12, num_heads=12, out_indices=(3, 5, 7, 11),
                    drop_path_rate=0.1, init_values=0.1, lr=3e-5, layer_decay_rate=0.9, warmup_iters=1500,

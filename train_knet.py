@@ -32,9 +32,8 @@ padding to 640 (reference §4.2). CROP_SIZE stays (512, 512) by default, as in e
 'swin-l' at the default crop is the 512 recipe's pipeline with the 640 recipe's model; the 512
 recipe itself is 'swin-l-512'.
 K-Net Swin-L has 247M parameters: the CPU smoke test runs the R-50 default only.
-Swin-T's ImageNet file (the recipe's swin_tiny_patch4_window7_224_20220308-f41b89d3.pth, not the
-20220317 one train_swin.py uses) is at
-https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/swin/swin_tiny_patch4_window7_224_20220308-f41b89d3.pth
+Swin-T's ImageNet file is the recipe's swin_tiny_patch4_window7_224_20220308-f41b89d3.pth, not the
+20220317 one train_swin.py uses (`python -m common.pretrained fetch` it).
 
 Deviations from the recipe (the user's defaults):
 - Evaluation and checkpoint every 4000 iterations (recipe 8000); the last 3 checkpoints are kept,

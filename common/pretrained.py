@@ -54,6 +54,9 @@ FILES = {
     'swin_tiny_patch4_window7_224_20220317-1cdeb081.pth': (
         f'{_MMSEG}/swin/swin_tiny_patch4_window7_224_20220317-1cdeb081.pth', 'Swin-T ImageNet-1k 224',
         'swin; mask2former, maskformer BACKBONE=swin-t'),
+    'swin_tiny_patch4_window7_224_20220308-f41b89d3.pth': (
+        f'{_MMSEG}/swin/swin_tiny_patch4_window7_224_20220308-f41b89d3.pth', 'Swin-T ImageNet-1k 224 (the 20220308 release)',
+        'knet BACKBONE=swin-t'),
     'swin_small_patch4_window7_224_20220317-7ba6d6dd.pth': (
         f'{_MMSEG}/swin/swin_small_patch4_window7_224_20220317-7ba6d6dd.pth', 'Swin-S ImageNet-1k 224',
         'swin BACKBONE=swin-s; mask2former, maskformer BACKBONE=swin-s'),

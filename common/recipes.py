@@ -62,6 +62,11 @@ def listed(root=scripts.ROOT):
                             **entry.get('flags', {}), **entry.get('settings', {})}
                 found.append(dict(config=entry['config'], script=name, module=module, settings=settings,
                                   reference=entry, deviations={**own, **entry.get('deviations', {})}))
+        # The multi-scale test configs (`*_ms.py`) of a recipe: the same training, evaluated with --tta.
+        for variant, path in getattr(module, 'TTA_CONFIGS', {}).items():
+            trained = next(r for r in found if r['script'] == name and
+                           scripts.variant_of(namespace, r['settings']) == variant)
+            found.append(dict(trained, config=path, evaluate=['--eval-only', 'CKPT', '--tta']))
     return found
 
 
@@ -98,7 +103,8 @@ def argv(recipe):
 
 
 def command(recipe):
-    return ' '.join([f"python train_{recipe['script']}.py", *argv(recipe)])
+    """The command line; a multi-scale test config's evaluates the trained checkpoint (CKPT) with --tta."""
+    return ' '.join([f"python train_{recipe['script']}.py", *argv(recipe), *recipe.get('evaluate', [])])
 
 
 def build(recipe):

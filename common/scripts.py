@@ -36,6 +36,8 @@ module level, and runs nothing at import:
                      common.recipes compares (a key covers what is under it), each also in __doc__;
                      a REFERENCES entry may add its own `deviations` the same way
     SMOKE_TEST_FLAGS list of flags that shrink a model too large for the CPU smoke tests
+    TTA_CONFIGS      {variant: config}: the recipe's multi-scale test file (`*_ms.py`: the same training,
+                     evaluated with --eval-only CKPT --tta; common.recipes)
 Constants that are dicts or lists (the variant tables, the REFERENCE* data) are not flags.
 """
 import importlib.util
