@@ -177,6 +177,8 @@ def _ext_built_with_cuda():
 
 # Config types whose forward pass runs a compiled mmcv op on the GPU (on the CPU they fall back to
 # PyTorch or to mmcv's CPU op): a mmcv built without CUDA ops fails them at the first iteration.
+# CCNet's CCHead reaches mmcv.ops.CrissCrossAttention, which mmcv 2.1 writes in PyTorch (einsum): no
+# CUDA op, so it is not listed; its import is checked with the others (mmcv_ops_status).
 CUDA_OPS = {'PSAHead': 'PSAMask', 'mmdet.MSDeformAttnPixelDecoder': 'MultiScaleDeformableAttention',
             'mmdet.FocalLoss': 'sigmoid_focal_loss'}
 
