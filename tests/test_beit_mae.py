@@ -117,7 +117,8 @@ def test_beit_large_lr_decays_over_its_whole_run():
     module = load_script('train_beit')
     ref = official(module.REFERENCES['beit-l']['config'])
     assert ref['param_scheduler'][-1]['end'] == 160_000 < ref['train_cfg']['max_iters'] == 320_000
-    exact = module.build_config(cli.parse(vars(module), ['--backbone', 'beit-l', *module.REFERENCES['beit-l']['flags']]))
+    flags = [part for k, v in module.REFERENCES['beit-l']['flags'].items() for part in (cli.flag_name(k), str(v))]
+    exact = module.build_config(cli.parse(vars(module), ['--backbone', 'beit-l', *flags]))
     fixed = plain(ref['param_scheduler'])
     fixed[-1]['end'] = ref['train_cfg']['max_iters']
     assert plain(exact['param_scheduler']) == fixed and exact['train_cfg']['max_iters'] == 320_000

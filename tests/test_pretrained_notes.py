@@ -457,7 +457,10 @@ def test_list_says_what_each_file_is_and_which_commands_use_it(pretrain_here, co
     assert vit[4:] == [f'python train_dpt.py --pretrained {made}',
                        f'python train_segmenter.py --backbone vit-b --pretrained {made}',
                        f'python train_vit_deit.py --backbone deit-b --pretrained {made}',   # the same ViT-B/16
-                       f'python train_vit_deit.py --backbone vit-b --pretrained {made}']
+                       f'python train_vit_deit.py --backbone vit-b --pretrained {made}',
+                       f'python train_vit_deit.py --backbone deit-b-mln --pretrained {made}',
+                       f'python train_vit_deit.py --backbone deit-b-ln-mln --pretrained {made}',
+                       f'python train_vit_deit.py --backbone vit-b-ln --pretrained {made}']
 
     assert found['mit_b0_20220624-7e0fe6dd.pth'][1:] == ['used by (PRETRAINED auto):', 'python train_segformer.py']
     assert found[POOLFORMER_NOTES] == [
