@@ -34,13 +34,12 @@ What the recipes' backbones do not take from a converted file: the final norm `l
 relative-position tables (MAE pretrains a plain ViT): mmseg's MAE starts them at layer scale 1.0 and
 bias 0, so it starts as the pretrained ViT, and common/weights_fit.py accepts exactly those missing.
 """
-import argparse
 import re
 from collections import OrderedDict
-from pathlib import Path
 
+from common import convert_vit
 from common.convert_vit import unwrap
-from common.errors import SetupError, reported
+from common.errors import SetupError
 
 BLOCK_RENAMES = (    # inside a block, after `blocks.` -> `layers.`, as beit2mmseg.py renames them
     ('.norm1.', '.ln1.'),
@@ -105,32 +104,12 @@ def describe(converted):
     return f'{layers} layers, width {width}, {tables}{position}'
 
 
-def default_destination(src):
-    src = Path(src)
-    return src.with_name(src.stem + '_mmseg.pth')
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('src', help='BEiT or MAE checkpoint (a local .pth file)')
-    parser.add_argument('dst', nargs='?', help="output file (default: SRC's name + '_mmseg.pth')")
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='load SRC with full pickle (can run code from the file): only for files you trust')
-    args = parser.parse_args(argv)
-    with reported():
-        dst = Path(args.dst) if args.dst else default_destination(args.src)
-        if dst.resolve() == Path(args.src).resolve():
-            raise SetupError(f'DST is SRC ({dst}): the source would be overwritten',
-                             'name another output file, or leave DST out')
-        import torch
-        from common import checkpoints
-        checkpoint = checkpoints.load(args.src, trust=args.trust_checkpoint, what='BEiT/MAE checkpoint')
-        converted, dropped = convert(unwrap(checkpoint))
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(converted, dst)
-    print(f'wrote {dst}: {len(converted)} tensors, {describe(converted)}'
-          + (f'; dropped {", ".join(dropped[:6])}{" ..." if len(dropped) > 6 else ""}' if dropped else ''))
-    return dst
+    def line(converted, dropped):
+        return describe(converted) + (f'; dropped {", ".join(dropped[:6])}{" ..." if len(dropped) > 6 else ""}'
+                                      if dropped else '')
+    return convert_vit.command(argv, __doc__, 'BEiT or MAE checkpoint', 'BEiT/MAE checkpoint',
+                               lambda checkpoint: convert(unwrap(checkpoint)), line)
 
 
 if __name__ == '__main__':

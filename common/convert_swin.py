@@ -23,12 +23,10 @@ window masks for its pretraining resolution; mmseg computes the mask per forward
 `norm` (the classifier's; mmseg's backbone has one norm per output, norm0..norm3, which start at
 their identity init as with mmseg's own converted files).
 """
-import argparse
 from collections import OrderedDict
-from pathlib import Path
 
 from common import convert_vit
-from common.errors import SetupError, reported
+from common.errors import SetupError
 
 DROPPED_PREFIXES = ('head.', 'norm.')     # ImageNet classifier and its final norm (see above)
 PATCH_ORDER = [0, 2, 1, 3]                # original [x0 x1 x2 x3] -> nn.Unfold's (0,0) (0,1) (1,0) (1,1)
@@ -96,29 +94,18 @@ def _summary(dropped):
     return '; dropped ' + ', '.join(parts) if parts else ''
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('src', help='original Swin Transformer checkpoint (a local .pth file)')
-    parser.add_argument('dst', nargs='?', help="output file (default: SRC's name + '_mmseg.pth')")
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='load SRC with full pickle (can run code from the file): only for files you trust')
-    args = parser.parse_args(argv)
-    with reported():
-        dst = Path(args.dst) if args.dst else convert_vit.default_destination(args.src)
-        if dst.resolve() == Path(args.src).resolve():
-            raise SetupError(f'DST is SRC ({dst}): the source would be overwritten',
-                             'name another output file, or leave DST out')
-        import torch
-        from common import checkpoints
-        checkpoint = checkpoints.load(args.src, trust=args.trust_checkpoint, what='Swin checkpoint')
-        converted, dropped = convert(convert_vit.unwrap(checkpoint, 'an original Swin Transformer checkpoint'))
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(converted, dst)
+def _describe(converted, dropped):
     depths = [len({k.split('.')[3] for k in converted if k.startswith(f'stages.{i}.blocks.')})
               for i in range(len({k.split('.')[1] for k in converted if k.startswith('stages.')}))]
     width = converted['patch_embed.projection.weight'].shape[0]
-    print(f'wrote {dst}: {len(converted)} tensors, depths {depths}, width {width}{_summary(dropped)}')
-    return dst
+    return f'depths {depths}, width {width}{_summary(dropped)}'
+
+
+def main(argv=None):
+    return convert_vit.command(
+        argv, __doc__, 'original Swin Transformer checkpoint', 'Swin checkpoint',
+        lambda checkpoint: convert(convert_vit.unwrap(checkpoint, 'an original Swin Transformer checkpoint')),
+        _describe)
 
 
 if __name__ == '__main__':

@@ -104,9 +104,13 @@ def default_destination(src):
     return src.with_name(src.stem + '_mmseg.pth')
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('src', help='timm/DeiT ViT checkpoint (a local .pth file)')
+def command(argv, doc, source, what, convert_checkpoint, describe):
+    """The command line of every converter here (convert_vit, convert_beit, convert_swin): SRC [DST]
+    [--trust-checkpoint]; DST defaults to SRC's name + '_mmseg.pth' and is never SRC itself.
+    `convert_checkpoint(loaded file) -> (tensors, dropped keys)`; `describe(tensors, dropped)` ends the
+    'wrote DST: N tensors, ...' line. `source` is SRC's help, `what` names the file in errors."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('src', help=f'{source} (a local .pth file)')
     parser.add_argument('dst', nargs='?', help="output file (default: SRC's name + '_mmseg.pth')")
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='load SRC with full pickle (can run code from the file): only for files you trust')
@@ -118,15 +122,22 @@ def main(argv=None):
                              'name another output file, or leave DST out')
         import torch
         from common import checkpoints
-        checkpoint = checkpoints.load(args.src, trust=args.trust_checkpoint, what='ViT checkpoint')
-        converted, dropped = convert(unwrap(checkpoint))
+        converted, dropped = convert_checkpoint(checkpoints.load(args.src, trust=args.trust_checkpoint, what=what))
         dst.parent.mkdir(parents=True, exist_ok=True)
         torch.save(converted, dst)
+    print(f'wrote {dst}: {len(converted)} tensors, {describe(converted, dropped)}')
+    return dst
+
+
+def _describe(converted, dropped):
     layers = len({k.split('.')[1] for k in converted if k.startswith('layers.')})
     width = converted['cls_token'].shape[-1]
-    print(f'wrote {dst}: {len(converted)} tensors, {layers} layers, width {width}'
-          + (f'; dropped {", ".join(dropped)}' if dropped else ''))
-    return dst
+    return f'{layers} layers, width {width}' + (f'; dropped {", ".join(dropped)}' if dropped else '')
+
+
+def main(argv=None):
+    return command(argv, __doc__, 'timm/DeiT ViT checkpoint', 'ViT checkpoint',
+                   lambda checkpoint: convert(unwrap(checkpoint)), _describe)
 
 
 if __name__ == '__main__':
