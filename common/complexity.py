@@ -29,10 +29,11 @@ CACHE = 'benchmarks/complexity_cache.json'
 SIZE = (512, 512)
 
 
-def model_config(module, variant=None):
-    """(model dict, custom_imports) the script builds for `variant` (None: its default), with
-    SyncBN as BN and no pretrained weights or init_cfg."""
-    argv = ['--no-pretrained']
+def model_config(module, variant=None, size=SIZE):
+    """(model dict, custom_imports) the script builds for `variant` (None: its default) at a `size`
+    crop, with SyncBN as BN and no pretrained weights or init_cfg. The crop is the measured size: a
+    model whose attention window follows the crop (BEiT, MAE) takes no other input."""
+    argv = ['--no-pretrained', '--crop-size', f'{size[0]},{size[1]}']
     setting = scripts.variant_setting(vars(module))  # BACKBONE, or HEAD
     if variant is not None and setting:
         argv += [cli.flag_name(setting), variant]
@@ -84,7 +85,7 @@ def lookup(script, variant=None, size=SIZE, cache=CACHE, root='.'):
     script = module.__name__
     if variant is None:
         variant = scripts.variant_name(vars(module))
-    model, custom_imports = model_config(module, variant)
+    model, custom_imports = model_config(module, variant, size)
     key = cache_key(script, variant, size, model)
     if key in _read(cache):
         return _read(cache)[key]
