@@ -53,18 +53,11 @@ _BLOCK = re.compile(r'^blocks\.(\d+)\.')
 
 
 def convert_key(key):
-    """One BEiT/MAE key in mmseg's layout; None for a tensor that is dropped."""
-    if key.startswith(DROPPED_PREFIXES) or key.endswith('relative_position_index'):
+    """One BEiT/MAE key in mmseg's layout; None for a tensor that is dropped (the index tables are
+    rebuilt by the model)."""
+    if key.endswith('relative_position_index'):
         return None
-    if key.startswith('norm.'):
-        return 'ln1.' + key[len('norm.'):]
-    if key.startswith('patch_embed.proj.'):
-        return 'patch_embed.projection.' + key[len('patch_embed.proj.'):]
-    if key.startswith('blocks.'):
-        key = 'layers.' + key[len('blocks.'):]
-        for old, new in BLOCK_RENAMES:
-            key = key.replace(old, new)
-    return key
+    return convert_vit.convert_key(key, BLOCK_RENAMES, DROPPED_PREFIXES)
 
 
 def convert(state_dict):

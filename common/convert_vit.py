@@ -59,9 +59,10 @@ def unwrap(checkpoint, expected='a timm or DeiT ViT checkpoint'):
     return checkpoint
 
 
-def convert_key(key):
-    """One timm/DeiT key in mmseg's layout; None for a tensor that is dropped."""
-    if key.startswith(DROPPED_PREFIXES):
+def convert_key(key, renames=BLOCK_RENAMES, dropped=DROPPED_PREFIXES):
+    """One timm/DeiT key in mmseg's layout; None for a tensor that is dropped. `renames` (inside a
+    block) and `dropped` are ViT's; convert_beit passes BEiT's, whose outer names are the same."""
+    if key.startswith(dropped):
         return None
     if key.startswith('norm.'):
         return 'ln1.' + key[len('norm.'):]
@@ -69,7 +70,7 @@ def convert_key(key):
         return 'patch_embed.projection.' + key[len('patch_embed.proj.'):]
     if key.startswith('blocks.'):
         key = 'layers.' + key[len('blocks.'):]
-        for old, new in BLOCK_RENAMES:
+        for old, new in renames:
             key = key.replace(old, new)
     return key
 
