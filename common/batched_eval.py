@@ -20,7 +20,7 @@ from mmengine.registry import DATA_SAMPLERS
 # EVAL_BATCH 0 (the default) picks by the device. On a CPU batching buys nothing and 8 costs about
 # 45% (benchmarks/cpu_eval_batch: FCN and SegFormer, ADE20K's size mix, batch 4 0.97-0.99x, 8 0.53-0.58x
 # of batch 1): one at a time there. On a GPU, at batch 1 the host's launches are the limit (SegFormer-B0
-# trains 3.5x faster per image at batch 16 than at 2 on an H100, ../shared/reference): 8; the GPU
+# trains 3.5x faster per image at batch 16 than at 2 on an H100, stock MMSegmentation measured): 8; the GPU
 # check's eval_batch stage measures it.
 GPU_EVAL_BATCH = 8
 

@@ -1,37 +1,45 @@
 """The GPU check: every train script on the GPU, then the core scripts beside stock MMSegmentation, in
-one call of at most 8 minutes on one H200.
+one call of at most 8 minutes on one H100 or H200 (`--deadline-min`: 7.5).
 
-    bash tools/gpu_check.sh --prepare          # here: the wheels and the stock baseline into .gpu-wheels/
-    bash tools/gpu_check.sh --out "$OUT"       # on the GPU machine: installs .gpu-wheels/*.whl, runs this
+    bash tools/gpu_check.sh --out DIR          # a GPU machine with this repository's .venv: installs nothing
+    bash tools/gpu_check.sh --prepare WHEEL_DIR   # for one without (its own torch): wheels into .gpu-wheels/
     python -m common.gpu_check [--out DIR] [--deadline-min 7.5] [--only smoke,vs_stock] [--scripts fcn,...]
-    python -m common.gpu_check --dry-run --out /tmp/x     # the CPU: every code path but CUDA's, in about a minute
+    python -m common.gpu_check --dry-run --out /tmp/x     # the CPU: every code path but CUDA's
 
-MEASUREMENTS, in order, each a function of common/gpu_stages.py, all in this one process (the runs:
-common/inprocess.py; a failure that leaves the CUDA context unusable restarts the process with --resume,
-and tools/gpu_check.sh resumes one killed by a signal):
+MEASUREMENTS, in order, each a function of common/gpu_stages.py. Our scripts run in this one process
+(common/inprocess.py; a failure that leaves the CUDA context unusable restarts the process with
+--resume, and tools/gpu_check.sh resumes one killed by a signal); the stock baseline never does:
 
   env             the stack imports, mmcv's compiled ops run on the GPU; the GPU, driver, CUDA, versions
   data            synthetic ADE20K: 32 training + 16 validation JPEGs of 683x512, labels 0..150
-  smoke           every train_*.py (scripts.all_names(), so new scripts are in), core six first, with its
-                  defaults (the GPU fast path), 512x512, batch 2, 4 iterations from scratch: status, finite
-                  losses, s/iter, img/s, peak memory (reset per script), the precision it used
-  vs_stock        the six core scripts, 30 iterations, beside stock_mmseg_train.py (the official config
-                  as tools/train.py trains it, fp32) at the same batch 2: median s/iter of the last 20
+  smoke           every train_*.py (scripts.all_names(), so new scripts are in), those most likely to fail
+                  first (gpu_stages.SMOKE_FIRST: custom mmcv ops, unusual layouts; the core six last), with
+                  its defaults (the GPU fast path), 512x512, batch 2, 4 iterations from scratch: status,
+                  finite losses, s/iter, img/s, peak memory (reset per script), the precision it used
+  vs_stock        the six core scripts, 20 iterations, beside tools/stock_mmseg_train.py (the official
+                  config as the wheel's tools/train.py trains it, fp32) at the same batch 2: median s/iter
+                  of the last 12. The baseline is a subprocess of its own, with its own log and time limit,
+                  that imports nothing of this project, so none of this process's changes to mmengine,
+                  mmseg, mmcv and torch reach it; its stock_check says what it trained with
   eval_precision  FCN and SegFormer, each one checkpoint (their vs_stock run) evaluated in fp32 and bf16
                   on the 16 validation images: the mIoU difference
   sync_free       once common/deferred.py exists: iterations that do not log run under
-                  torch.cuda.set_sync_debug_mode('error')
+                  torch.cuda.set_sync_debug_mode; a sync fails the run unless it is one of the script's host
+                  reads by nature (common/host_reads.py: Mask2Former's and MaskFormer's matcher, STDC's
+                  OHEM), which are counted by place
   eval_batch      once an EVAL_BATCH setting exists: evaluation at EVAL_BATCH 1 and 8, speed and mIoU
 A feature that is absent is recorded 'not available' with the reason (gpu_stages: the *_missing probes).
 
-Time: a deadline (--deadline-min, default 7.5) counted from the start of tools/gpu_check.sh (the wheels'
+Time: a deadline (--deadline-min, default 7.5) counted from the start of tools/gpu_check.sh (a wheels'
 install included). A measurement gets its planned budget (MEASUREMENTS), less what the minimum of each
 later one needs, but never less than its own minimum: the earlier, the more it matters. One that has
 less than its minimum left is recorded as skipped, and so is each run of a stage its budget has no room
 for. After every run, DIR/benchmarks/<gpu>/gpu_check.json and
 gpu_check.md (common/gpu_report.py: every figure, the commands, versions, GPU, driver) are rewritten,
 gpu_check.log holds the lines printed here, and after every measurement gpu_check_logs.tar.gz holds
-each run's own log. Exit code 0 when every measurement finished (or is not available), else 1.
+each run's own log. At the end it prints which scripts work on the machine (precision, img/s, peak
+memory). Exit code 0 when every measurement finished (or is not available), 1 when one did not, 2 for
+arguments it refuses before anything runs.
 
 --dry-run: 64x64 crops, 8 + 2 small images, 1 iteration, FCN and SegFormer only; stock SegFormer for one
 iteration at batch 1 (stock trains at its config's 512x512 crop: FCN's takes minutes on a CPU); both
@@ -50,29 +58,36 @@ import traceback
 from pathlib import Path
 
 from common import files, gpu_report, gpu_stages as stages, inprocess, scripts, vs_stock
+from common.errors import SetupError, reported
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = 'gpu_check_state.json'          # in --work: what --resume continues from
 MAX_RESTARTS = 3
 
 Measurement = collections.namedtuple('Measurement', 'name run budget_s minimum_s required missing')
-# Budgets on one H200 (seconds): common/gpu_report.py's BUDGET_NOTE says where each number comes from.
+# Budgets on one H100 or H200 (seconds): common/gpu_report.py's BUDGET_NOTE says where each number comes from.
 MEASUREMENTS = [
     Measurement('env', stages.env, 30, 5, True, None),
     Measurement('data', stages.data, 20, 5, True, None),
-    Measurement('smoke', stages.smoke, 250, 30, False, None),
-    Measurement('vs_stock', stages.vs_stock_speed, 120, 30, False, None),
+    Measurement('smoke', stages.smoke, 290, 30, False, None),
+    Measurement('vs_stock', stages.vs_stock_speed, 100, 30, False, None),
     Measurement('eval_precision', stages.eval_precision, 30, 15, False, None),
     Measurement('sync_free', stages.sync_free, 40, 15, False, stages.sync_free_missing),
     Measurement('eval_batch', stages.eval_batch, 30, 10, False, stages.eval_batch_missing),
 ]
 GPU_PLAN = dict(crop=512, batch=2, stock_batch=2, image_size=(683, 512), train_images=32, val_images=16,
-                smoke_iters=4, speed_iters=30, stock_iters=30, warmup=10, sync_iters=12, sync_log_interval=5, eval_batches=(1, 8),
+                smoke_iters=4, speed_iters=20, stock_iters=20, warmup=8, sync_iters=12, sync_log_interval=5, eval_batches=(1, 8),
                 workers=None, item_cap_s=60, min_item_s=5, deadline_min=7.5, budget_scale=1)
 DRY_PLAN = dict(crop=64, batch=2, stock_batch=1, image_size=(96, 72), train_images=8, val_images=2,
                 smoke_iters=1, speed_iters=1, stock_iters=1, warmup=0, sync_iters=4, sync_log_interval=2, eval_batches=(1, 2),
                 workers=0, item_cap_s=300, min_item_s=1, deadline_min=20, budget_scale=4)  # a shared CPU
 DRY_SCRIPTS, DRY_STOCK = ('fcn', 'segformer'), ('segformer',)
+# The smoke stage's plan (BUDGET_NOTE): each script's set-up as the dry run measured it on a CPU (work
+# a GPU run does on the host too: SMOKE_MEASURED), plus this for its part on the GPU: the model moved
+# there, its loader workers started, 4 iterations at 512x512 (stock takes 0.04-0.34 s an iteration at
+# batch 2 on an H100; ours is faster) and cuDNN's tuning of the shapes this process has not seen yet.
+SMOKE_GPU_S = 2.5
+SMOKE_MEASURED = ROOT / 'benchmarks' / 'gpu_check_cpu' / 'smoke.json'
 
 
 class Restart(Exception):
@@ -89,7 +104,7 @@ class Context:
                                             ('stock_iters', args.speed_iters)) if v})
         self.logs = self.work / 'logs'
         chosen = args.scripts.split(',') if args.scripts else DRY_SCRIPTS if self.dry else scripts.all_names()
-        self.scripts = [n for n in vs_stock.CORE if n in chosen] + [n for n in chosen if n not in vs_stock.CORE]
+        self.scripts = stages.smoke_order(chosen)
         self.speed_scripts = args.speed_scripts.split(',') if args.speed_scripts else list(
             DRY_SCRIPTS if self.dry else vs_stock.CORE)
         self.sync_scripts = ['segformer'] if self.dry else ['fcn', 'segformer', 'mask2former']
@@ -207,9 +222,21 @@ def _commit():
     return noted.read_text().strip() + ' (noted by --prepare)' if noted.is_file() else None
 
 
-def _stock_script(given):
-    candidates = [given] if given else [vs_stock.STOCK_SCRIPT, ROOT / '.gpu-wheels' / 'stock_mmseg_train.py']
-    return next((Path(p).resolve() for p in candidates if p and Path(p).is_file()), None)
+def _checked(args):
+    """The arguments a user can get wrong, refused before anything runs (SetupError, exit code 2)."""
+    if not args.stock_script.is_file():
+        raise SetupError(f'the stock baseline {args.stock_script} does not exist',
+                         'leave --stock-script out for tools/stock_mmseg_train.py, or name an existing file')
+    known = scripts.all_names()
+    for flag, value in (('--scripts', args.scripts), ('--speed-scripts', args.speed_scripts)):
+        unknown = [n for n in (value or '').split(',') if n and n not in known]
+        if unknown:
+            raise SetupError(f'{flag} {value}: no train_{unknown[0]}.py in this repository',
+                             f'name models of train_<model>.py, comma separated: {", ".join(known)}')
+    only = [n for n in (args.only or '').split(',') if n and n not in [m.name for m in MEASUREMENTS]]
+    if only:
+        raise SetupError(f'--only {args.only}: there is no measurement {only[0]}',
+                         f'name some of {", ".join(m.name for m in MEASUREMENTS)}')
 
 
 def parse(argv):
@@ -217,19 +244,21 @@ def parse(argv):
     p.add_argument('--out', type=Path, default=ROOT, help='writes OUT/benchmarks/<gpu>/gpu_check.{json,md} (default: '
                    'the repository)')
     p.add_argument('--work', type=Path, default=ROOT / 'work_dirs' / 'gpu_check', help='data, runs and logs')
-    p.add_argument('--deadline-min', type=float, help='minutes of wall time in all (default 7.5; dry run 20)')
+    p.add_argument('--deadline-min', type=float, help='minutes of wall time in all (default 9; dry run 20)')
     p.add_argument('--dry-run', action='store_true', help='tiny sizes on the CPU (module docstring)')
     p.add_argument('--only', help='measurements to run, comma separated (env and data always run)')
     p.add_argument('--scripts', help='smoke only these models (default: every train_*.py)')
     p.add_argument('--speed-scripts', help=f'vs_stock models (default: {",".join(vs_stock.CORE)})')
     p.add_argument('--smoke-iters', type=int, help='iterations of each smoke run (default 4)')
     p.add_argument('--speed-iters', type=int, help='iterations of each vs_stock run, ours and stock (default 30)')
-    p.add_argument('--stock-script', type=Path, help='stock_mmseg_train.py (default: ../shared/bench/, .gpu-wheels/)')
+    p.add_argument('--stock-script', type=Path, default=vs_stock.STOCK_SCRIPT,
+                   help='the stock baseline, run in a process of its own (default: tools/stock_mmseg_train.py)')
     p.add_argument('--resume', action='store_true', help='continue the run recorded in --work')
     p.add_argument('--started-at', type=float, help='when the check began (epoch s; tools/gpu_check.sh sets it)')
     args = p.parse_args(argv)
-    args.out, args.work = args.out.resolve(), args.work.resolve()
-    args.stock_script = _stock_script(args.stock_script)
+    args.out, args.work, args.stock_script = args.out.resolve(), args.work.resolve(), args.stock_script.resolve()
+    with reported():
+        _checked(args)
     return args
 
 
@@ -249,7 +278,7 @@ def main(argv=None):
                        ' '.join(['python -m common.gpu_check', *shown]), dry_run=args.dry_run, commit=_commit(),
                        started_at=args.started_at or time.time(), started_utc=None, resumes=0,
                        install_s=float(os.environ['GPU_CHECK_INSTALL_S']) if os.environ.get('GPU_CHECK_INSTALL_S') else None,
-                       stock_script=str(args.stock_script) if args.stock_script else None, stages={})
+                       stock_script=vs_stock.relative(args.stock_script), stages={})
         results['started_utc'] = time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(results['started_at']))
         results['deadline_min'] = args.deadline_min or (DRY_PLAN if args.dry_run else GPU_PLAN)['deadline_min']
     ctx = Context(args, results)
@@ -272,6 +301,7 @@ def main(argv=None):
         os.execv(sys.executable, [sys.executable, '-m', 'common.gpu_check', *forwarded, '--resume'])
     results['finished'] = True
     ctx.save(logs=True)
+    print('\n' + gpu_report.works_table(results), flush=True)
     if ctx.out_dir():
         ctx.echo(f'wrote {ctx.out_dir()}/gpu_check.json, gpu_check.md, gpu_check.log, gpu_check_logs.tar.gz')
     return 0 if ok else 1

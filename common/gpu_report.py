@@ -7,16 +7,26 @@ import sys
 from pathlib import Path
 
 BUDGET_NOTE = (
-    'Why the budgets fit 8 minutes on one H200 (estimated from ../shared/reference/h100_stock_baseline.md; '
-    'the H200 has the H100\'s compute and faster memory): stock MMSegmentation at batch 2 takes 0.04-0.34 s '
-    'an iteration on these configs (about 0.67 s for one iteration of all six), so 30 iterations of each are '
-    'about 20 s of stock iterations and less of ours. The baseline\'s 31 s of start-up per run is mostly '
-    'what a fresh process pays once (imports, CUDA context, cuDNN tuning of each shape); in this one process '
-    'a run adds about 4-6 s (Runner, model build, loader workers, its first iteration). Smoke: 39 scripts x '
-    'about 6 s = about 235 s (budget 250); vs_stock: 12 runs x about 5 s + 35 s of iterations = about 95 s '
-    '(120); eval_precision: 4 evaluations of 16 images, about 15 s (30); with the wheels\' install (about 20 s), '
-    'the imports and env (about 10 s) and the data (about 5 s): about 6.3 minutes of the 7.5-minute deadline, '
-    'which leaves 30 s before the 8-minute limit of the call. What does not fit is recorded as skipped.')
+    'Why the budgets fit the 7.5-minute deadline (one call of at most 8 minutes) on one H100 or H200 (common/gpu_check.py, MEASUREMENTS). '
+    'Smoke: the dry run on a 2-core CPU measured each script\'s set-up in this process (its config, checks, '
+    'Runner, model build and initialisation: host work a GPU run does too) at 1.6-11.6 s, median 4.8 s, '
+    '186.5 s for all 39 (benchmarks/gpu_check_cpu/smoke.json); on the GPU each adds about 2.5 s (the model '
+    'moved there, loader workers, 4 iterations at 512x512, where stock MMSegmentation takes 0.04-0.34 s an '
+    'iteration at batch 2 on one H100, and cuDNN\'s tuning of shapes not seen yet): 186.5 + 39 x 2.5 = about '
+    '284 s of its 290. The scripts most likely to fail run first and the core six last (vs_stock trains them '
+    'again), so a stage cut at its budget drops the least telling. vs_stock (100): stock in a process of '
+    'its own pays its imports (4.7 s measured on the CPU) and the six configs\' set-up (25 s measured: FCN '
+    '5.1, PSPNet 5.5, DeepLabV3+ 3.5, UPerNet 4.4, SegFormer 0.9, Mask2Former 5.6), the CUDA context and '
+    'each config\'s first iteration with cuDNN tuning from nothing (about 2 s each, estimated), and 20 '
+    'iterations of each, 0.67 s for one of all six on one H100 (13 s): about 55 s of the 60 s (60%) it is '
+    'given; ours: the six scripts\' set-up as the smoke dry run measured it (27.5 s), their iterations (no '
+    'more than stock\'s 13 s) and about 1 s each to start: about 46 s. eval_precision: 4 evaluations of 16 '
+    'images, about 15 s (30); sync_free: 3 runs of 12 iterations, about 25 s (40); eval_batch: 4 '
+    'evaluations, about 15 s (30). With the env stage (about 10 s), the data (5 s) and, on a machine '
+    'without .venv, the wheels\' install (about 20 s): the planned budgets add up to 8.5 minutes, more than '
+    'the 7.5 of the deadline: smoke and vs_stock (about 6.7 minutes with env and data) come first and fit; '
+    'the three short stages after them get what is left, at least their minimum, or are recorded as skipped. '
+    'On your own machine --deadline-min 30 runs everything.')
 
 
 def brief(row):
@@ -27,6 +37,11 @@ def brief(row):
         notes = [f'{who}: {row[who].get("error") or row[who].get("reason")}' for who in ('ours', 'stock')
                  if row[who].get('error') or row[who].get('reason')]
         return f'{row["status"]}, ' + ', '.join(figures + notes)
+    if isinstance(row.get('stock'), bool):  # the stock process: did it train with the packages' own code?
+        notes = ['its mmengine/mmseg/mmcv/torch were the packages\' own' if row['stock'] else
+                 'NOT stock: a replaced function in the baseline\'s process (see stock_check)']
+        notes += [row['error']] if row.get('error') else []
+        return ', '.join([row['status'], f'{row.get("seconds")} s', *notes])
     figures = [f'{row[k]}{unit}' for k, unit in (
         ('device', ''), ('sec_per_iter', ' s/iter'), ('img_per_sec', ' img/s'), ('peak_mem_mb', ' MB peak'),
         ('precision', ''),
@@ -34,6 +49,8 @@ def brief(row):
         ('finished', ' finished'), ('failed', ' failed'), ('skipped', ' skipped')) if row.get(k) not in (None, '')]
     if row.get('loss_last') is not None:
         figures.append(f'loss {row["loss_first"]} -> {row["loss_last"]}')
+    if row.get('expected_syncs'):
+        figures.append(f'{sum(row["expected_syncs"].values())} syncs by nature in {len(row["expected_syncs"])} places')
     note = row.get('error') or row.get('reason')
     return ', '.join([row.get('status', '?'), *figures] + ([note] if note else []))
 
@@ -68,11 +85,21 @@ def _vs_stock(stage):
     for name, r in stage.get('models', {}).items():
         ours, stock = r.get('ours', {}), r.get('stock', {})
         notes = '; '.join(f'{who}: {_note(x)}' for who, x in (('ours', ours), ('stock', stock)) if _note(x))
+        check = stock.get('stock_check') or {}
         rows.append([name, r['status'], stock.get('img_per_sec'), ours.get('img_per_sec'), r.get('ratio'),
                      stock.get('sec_per_iter'), ours.get('sec_per_iter'), stock.get('max_mem_mb'),
-                     ours.get('peak_mem_mb'), ours.get('precision'), notes or _note(r)])
-    return _table(['model', 'status', 'stock img/s', 'ours img/s', 'ratio', 'stock s/iter', 'ours s/iter',
-                   'stock MB', 'ours MB', 'ours precision', 'note'], rows)
+                     ours.get('peak_mem_mb'), ours.get('precision'),
+                     {True: 'yes', False: 'NO'}.get(check.get('stock')), notes or _note(r)])
+    lines = _table(['model', 'status', 'stock img/s', 'ours img/s', 'ratio', 'stock s/iter', 'ours s/iter',
+                    'stock MB', 'ours MB', 'ours precision', 'stock unpatched', 'note'], rows)
+    run = stage.get('stock', {})
+    if run.get('command'):
+        lines += [f'Stock ran in a process of its own ({run["status"]}, {run.get("seconds")} s of its limit of '
+                  f'{run.get("limit_s")} s; log: logs/stock.log): `{run["command"]}`. "stock unpatched": that '
+                  'process trained with mmengine\'s OptimWrapper.update_params, mmseg\'s accuracy, mmcv\'s '
+                  'MultiScaleDeformableAttention.forward, mmengine\'s MessageHub and its own TF32 flags, and '
+                  'imported nothing of this project (each row\'s stock_check in gpu_check.json).', '']
+    return lines
 
 
 def _compare(stage, what):
@@ -90,10 +117,31 @@ def _compare(stage, what):
 
 
 def _sync_free(stage):
-    rows = [[name, r['status'], r.get('armed_iters'), r.get('iters'), r.get('sec_per_iter'),
+    def expected(r):  # the host reads by the script's nature: how many, and where (common/host_reads.py)
+        found = r.get('expected_syncs') or {}
+        return '; '.join(f'{count}x {place}' for place, count in found.items()) or None
+    rows = [[name, r['status'], r.get('armed_iters'), r.get('iters'), r.get('sec_per_iter'), expected(r),
              (r.get('sync_error') or _note(r)).splitlines()[-1] if (r.get('sync_error') or _note(r)) else '']
             for name, r in stage.get('scripts', {}).items()]
-    return _table(['script', 'status', 'iterations checked', 'iterations', 's/iter', 'error'], rows)
+    return _table(['script', 'status', 'iterations checked', 'iterations', 's/iter', 'syncs by nature', 'error'],
+                  rows)
+
+
+def works_table(r):
+    """Which scripts work on this machine (the smoke stage), as aligned text for the console."""
+    header = ('script', 'works', 'precision', 'img/s', 'peak MB', 'note')
+    rows = [(name, {'finished': 'yes', 'failed': 'NO'}.get(row.get('status'), row.get('status')),
+             row.get('precision'), row.get('img_per_sec'), row.get('peak_mem_mb'), _note(row))
+            for name, row in r.get('stages', {}).get('smoke', {}).get('scripts', {}).items()]
+    if not rows:
+        return 'no smoke stage ran: no table of the scripts'
+    cells = [header, *[tuple('-' if c in (None, '') else str(c) for c in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header) - 1)]
+    gpu = r.get('gpu', {}).get('name', '?')
+    works = sum(row[1] == 'yes' for row in rows)
+    lines = [f'{works} of {len(rows)} scripts work on {gpu} ({r.get("stages", {}).get("smoke", {}).get("status")}):']
+    lines += ['  '.join(c.ljust(w) for c, w in zip(row, widths)) + '  ' + row[-1][:100] for row in cells]
+    return '\n'.join(line.rstrip() for line in lines)
 
 
 SECTIONS = [('smoke', 'Every script: a few iterations of its defaults', _smoke),

@@ -20,6 +20,23 @@ SYNC_FREE_MODULE = 'common.deferred'    # logged values kept on the device: no h
 SYNC_FREE_FLAGS = []                    # flags that turn it on, should it ever need any
 EVAL_BATCH_SETTING = 'EVAL_BATCH'       # batched evaluation: validation images per forward pass
 NUM_CLASSES = 150
+# The smoke stage's order: the scripts most likely to fail first, so that a failure shows early and a
+# stage cut short at its budget drops the least likely: mmcv's compiled ops and unusual layouts
+# (PSANet's PSAMask, DMNet's dynamic filters, CCNet's criss-cross attention, PointRend's point
+# sampling, the query-based heads with their matcher and deformable attention, K-Net's kernel updates,
+# STDC's OHEM and boundary targets, the window-fixed ViTs BEiT and MAE); then the rest, the core six
+# last: vs_stock trains each of them again.
+SMOKE_FIRST = ('psanet', 'dmnet', 'ccnet', 'pointrend', 'maskformer', 'mask2former', 'knet', 'stdc', 'beit', 'mae')
+# vs_stock's stock process gets this share of the stage's time, ours the rest: stock's iterations are
+# slower (what is measured) and it pays a fresh process's start (imports, CUDA context) once.
+STOCK_SHARE = 0.6
+
+
+def smoke_order(names):
+    """`names` in the smoke stage's order (SMOKE_FIRST, the rest as given, then the core scripts)."""
+    first = [n for n in SMOKE_FIRST if n in names]
+    core = [n for n in vs_stock.CORE if n in names and n not in first]
+    return first + [n for n in names if n not in first and n not in core] + core
 
 
 # ---------------------------------------------------------------- the machine and the data
@@ -118,19 +135,27 @@ def smoke(ctx):
 
 
 def vs_stock_speed(ctx):
-    """The core scripts beside stock MMSegmentation's training loop, same batch, data and iterations."""
+    """The core scripts beside stock MMSegmentation's training loop, same batch, data and iterations:
+    stock first, every config in one process of its own (tools/stock_mmseg_train.py, `_stock_run`),
+    then ours, each in this process."""
     rows = ctx.stage.setdefault('models', {})
     p = ctx.plan
+    if ctx.stage.get('stock', {}).get('status') in (None, 'running'):  # run once, kept across a restart
+        if ctx.stage.get('stock', {}).get('session'):  # this process's predecessor died waiting for it
+            vs_stock.stop_session(ctx.stage['stock']['session'])
+        ctx.stage['stock'] = _stock_run(ctx)
+        ctx.after_item('vs_stock stock', {k: v for k, v in ctx.stage['stock'].items() if k != 'models'})
+    stock_rows = ctx.stage['stock'].get('models', {})
 
     def pair(name):
         ours = _train(ctx, 'speed', name, p['speed_iters'], skip=p['warmup'], keep_checkpoint=name in EVAL_MODELS)
-        stock = _stock(ctx, name)
+        stock = stock_rows.get(name) or dict(status='skipped', reason=ctx.stock_skip_reason)
         row = dict(status=ours['status'] if stock['status'] in ('finished', 'skipped') else 'failed', ours=ours,
                    stock=stock)
         if ours.get('img_per_sec') and stock.get('img_per_sec'):
             row['ratio'] = round(ours['img_per_sec'] / stock['img_per_sec'], 2)
         return row
-    _each(ctx, rows, ctx.speed_scripts, pair, runs=2)
+    _each(ctx, rows, ctx.speed_scripts, pair)
     return _verdict(rows)
 
 
@@ -158,29 +183,27 @@ def _train(ctx, stage, name, iters, skip, keep_checkpoint=False, sync_check=Fals
                precision=summary.get('precision'), speed=summary.get('speed'), startup_s=summary.get('startup_s'),
                seconds=run['seconds'], command=f'python train_{name}.py ' + ' '.join(
                    flags + ['--work-dir', str(work), '--no-resume', '--no-pretrained']),
-               **{k: run[k] for k in ('log_tail', 'armed_iters', 'sync_error', 'sync_checked') if k in run})
+               **{k: run[k] for k in ('log_tail', 'armed_iters', 'sync_error', 'sync_checked', 'expected_syncs')
+                  if k in run})
     return row
 
 
-def _stock(ctx, name):
+def _stock_run(ctx):
+    """The stock baseline for every speed model it is planned for, in one subprocess (vs_stock.run_stock)
+    with its own log (logs/stock.log) and time limit: STOCK_SHARE of the stage's time left."""
     p = ctx.plan
-    if ctx.stock_script is None:
-        return dict(status='skipped', reason='stock_mmseg_train.py not found (../shared/bench/, or .gpu-wheels/ '
-                                             'after `bash tools/gpu_check.sh --prepare`)')
-    if name not in ctx.stock_scripts:
-        return dict(status='skipped', reason=ctx.stock_skip_reason)
-    config, _ = vs_stock.reference_config(f'train_{name}.py')
-    args = [config, '--data-root', _roots(ctx)[1], '--iters', str(p['stock_iters']), '--warmup',
-            str(min(p['warmup'], p['stock_iters'] - 1)), '--batch-per-gpu', str(p['stock_batch'])]
-    args += ['--workers', str(p['workers'])] if p['workers'] is not None else []
-    run = inprocess.stock(ctx.stock_script, args, ctx.logs / f'stock_{name}.log', ctx.item_limit())
-    stock = run['stock']
-    ok = run['exit_code'] == 0 and bool(stock.get('sec_per_iter'))
-    return dict(status='finished' if ok else 'failed', error=None if ok else run.get('error') or 'no JSON line',
-                config=config, command=f'python {ctx.stock_script} ' + ' '.join(args), seconds=run['seconds'],
-                **{k: stock.get(k) for k in ('batch_per_gpu', 'sec_per_iter', 'img_per_sec', 'data_time', 'max_mem_mb',
-                                             'wall_s')},
-                **({'log_tail': run['log_tail']} if 'log_tail' in run else {}))
+    names = [n for n in ctx.speed_scripts if n in ctx.stock_scripts]
+    if not names:
+        return dict(status='skipped', reason=ctx.stock_skip_reason, models={})
+    configs = {n: vs_stock.reference_config(f'train_{n}.py')[0] for n in names}
+
+    def started(pid):  # saved at once: a restarted check stops it (vs_stock_speed)
+        ctx.stage['stock'] = dict(status='running', session=pid)
+        ctx.save()
+    return vs_stock.run_stock(configs, ctx.logs / 'stock.log', max(p['min_item_s'], ctx.left() * STOCK_SHARE),
+                              started, data_root=_roots(ctx)[1], iters=p['stock_iters'], batch=p['stock_batch'],
+                              warmup=min(p['warmup'], p['stock_iters'] - 1), workers=p['workers'],
+                              script=ctx.stock_script)
 
 
 # ---------------------------------------------------------------- evaluation

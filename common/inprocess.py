@@ -1,4 +1,4 @@
-"""A train script, or the stock baseline, run inside this process (the GPU check's way of running them).
+"""A train script run inside this process (the GPU check's way of running our scripts).
 
 `train(name, flags, work_dir, log, limit_s)` calls train_<name>.py's own main() in this process, so the
 imports, the CUDA context and cuDNN's autotuning cache are paid once for all scripts. The script's
@@ -7,28 +7,31 @@ training (val_begin past the end), a checkpoint only where asked, a unique exper
 keys its per-run logger and message hub by name and second), and a probe hook that copies each
 iteration's loss and time out of the message hub once, when training ends, so the run waits for
 nothing more than it would. With `sync_check`, iterations that neither log nor save nor are the first
-or the last run under torch.cuda.set_sync_debug_mode('error'): any host-device sync in them fails the
-run, and the traceback's end says where.
-`evaluate(...)` runs a script's --eval-only; `stock(...)` runs ../shared/bench/stock_mmseg_train.py's
-main() under PyTorch's default TF32 flags (ours turn TF32 on process-wide). Each returns a dict: exit
-code, the error line, seconds, peak GPU memory (reset before the run) and what the run wrote. All
-output of a run goes to its log file; one that overruns `limit_s` is stopped by SIGALRM (Overtime).
+or the last run under torch.cuda.set_sync_debug_mode (common/host_reads.py: Syncs.armed): a sync
+fails the run, and the traceback's end says where, unless it is one of the script's host reads by
+nature (a matcher's, OHEM's), which are counted by place instead (`expected_syncs`).
+`evaluate(...)` runs a script's --eval-only. Each returns a dict: exit code, the error line, seconds,
+peak GPU memory (reset before the run) and what the run wrote. All output of a run goes to its log
+file; one that overruns `limit_s` is stopped by SIGALRM (Overtime).
 `cuda_ok()` says whether a failure left the CUDA context usable (an illegal memory access does not).
+The stock baseline never runs here: it gets a process of its own (common/vs_stock.py: run_stock), so
+that none of this project's changes to mmengine, mmcv, mmseg and torch reach it.
 """
 import contextlib
 import gc
-import importlib.util
 import json
 import signal
-import sys
 import time
 import traceback
 from pathlib import Path
 
-from common import bench, scripts, vs_stock
+from common import bench, host_reads, scripts
 
 RECORDS = {}      # probe key -> what the probe hook saw in that run
-_starts = []      # when each run began: two mmengine Runners may not start in the same second
+# When each run began. mmengine names a Runner's logger, message hub and scope by its experiment name
+# and start second: a training run here has a name of its own (adjust), but two evaluations of one
+# script would share theirs and must not start in the same second.
+_starts = []
 NEVER = 10 ** 9   # an iteration no run reaches
 
 
@@ -74,14 +77,14 @@ def _register_probe():
         """Copies the run's per-iteration loss, time and data time out of the message hub at its end."""
         priority = 'LOWEST'
 
-        def __init__(self, key, sync_check=False):
-            self.key, self.sync_check = key, sync_check
+        def __init__(self, key, sync_check=False, script=None):
+            self.key, self.sync_check, self.script = key, sync_check, script
 
         def before_train(self, runner):
             record = RECORDS.setdefault(self.key, {})
             record['start_iter'] = runner.iter
             if self.sync_check:
-                _check_syncs(runner, record)
+                _check_syncs(runner, record, self.script)
 
         def after_train(self, runner):
             record = RECORDS[self.key]
@@ -94,49 +97,51 @@ def _register_probe():
                 record[name] = [float(v) for v in values[len(values) - count:]] if count else []
 
 
-def _check_syncs(runner, record):
+def _check_syncs(runner, record, script):
     """Wrap the loop's run_iter (the hooks before, the step, the hooks after): iterations that do not
     log or save, and are neither the first (cuDNN autotuning, lazy set-up) nor the last, run under
-    set_sync_debug_mode('error')."""
+    host_reads.Syncs(script).armed(): a sync fails the run unless it is a read by the script's nature."""
     import torch
     loop = runner.train_loop
     intervals = [h.interval for h in runner.hooks if type(h).__name__ in ('LoggerHook', 'CheckpointHook')]
     run_iter = loop.run_iter
-    record.update(armed_iters=0, sync_error=None, sync_checked=torch.cuda.is_available())
+    syncs = host_reads.Syncs(script)
+    record.update(armed_iters=0, sync_error=None, sync_checked=torch.cuda.is_available(),
+                  expected_syncs=syncs.expected)
 
     def checked(data_batch):
         i = loop.iter
         if not (record['sync_checked'] and 0 < i < loop.max_iters - 1 and all((i + 1) % n for n in intervals)):
             return run_iter(data_batch)
-        torch.cuda.set_sync_debug_mode('error')
         try:
-            result = run_iter(data_batch)
+            with syncs.armed():
+                result = run_iter(data_batch)
         except RuntimeError as exc:
             record['sync_error'] = ''.join(traceback.format_exception(exc)[-8:]).strip()
             raise
-        finally:
-            torch.cuda.set_sync_debug_mode('default')
         record['armed_iters'] += 1
         return result
     loop.run_iter = checked
 
 
-def adjust(cfg, key, keep_checkpoint=False, sync_check=False):
+def adjust(cfg, key, keep_checkpoint=False, sync_check=False, script=None):
     """The check's changes to a script's config: nothing it measures (see the module docstring)."""
     cfg['experiment_name'] = key
     cfg['train_cfg']['val_begin'] = NEVER
     cfg['default_hooks']['checkpoint'].update(interval=NEVER, save_last=keep_checkpoint)
-    cfg['custom_hooks'] = [*cfg.get('custom_hooks', []), dict(type='GpuCheckProbe', key=key, sync_check=sync_check)]
+    probe = dict(type='GpuCheckProbe', key=key, sync_check=sync_check, script=script)
+    cfg['custom_hooks'] = [*cfg.get('custom_hooks', []), probe]
     return cfg
 
 
 # ---------------------------------------------------------------- one run
 
-def _call(main, argv, log_path, limit_s):
-    """main(argv) with its output in log_path, under a time limit; what happened, as a dict."""
+def _call(main, argv, log_path, limit_s, own_name=False):
+    """main(argv) with its output in log_path, under a time limit; what happened, as a dict. A run
+    without a name of its own (`own_name`) waits for a second no earlier run started in."""
     import torch
     cuda = torch.cuda.is_available()
-    if _starts and int(time.time()) == int(_starts[-1]):
+    if not own_name and _starts and int(time.time()) == int(_starts[-1]):
         time.sleep(1 - time.time() % 1)
     _starts.append(time.time())
     gc.collect()
@@ -178,14 +183,14 @@ def train(name, flags, work_dir, log_path, limit_s, keep_checkpoint=False, sync_
     module = scripts.load(name)
     key = key or f'gpu_check_{name}'
     build = module.build_config
-    module.build_config = lambda s: adjust(build(s), key, keep_checkpoint, sync_check)
+    module.build_config = lambda s: adjust(build(s), key, keep_checkpoint, sync_check, name)
     argv = [*flags, '--work-dir', str(work_dir), '--no-resume', '--no-pretrained']
-    result = _call(module.main, argv, log_path, limit_s)
+    result = _call(module.main, argv, log_path, limit_s, own_name=True)
     record = RECORDS.pop(key, {})
     summary = _read_json(Path(work_dir) / 'summary.json')
     result.update(summary=summary, losses=record.get('losses', []), times=record.get('times', []),
                   data_times=record.get('data_times', []))
-    for name_ in ('armed_iters', 'sync_error', 'sync_checked'):
+    for name_ in ('armed_iters', 'sync_error', 'sync_checked', 'expected_syncs'):
         if name_ in record:
             result[name_] = record[name_]
     return result
@@ -199,55 +204,9 @@ def evaluate(name, flags, out_dir, log_path, limit_s):
     return result
 
 
-def stock(script_path, args, log_path, limit_s):
-    """stock_mmseg_train.py's main() with `args`, under PyTorch's default TF32 flags; its JSON line as `stock`."""
-    spec = importlib.util.spec_from_file_location('stock_mmseg_train', script_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    def main(argv):
-        saved = sys.argv
-        sys.argv = [str(script_path), *map(str, argv)]
-        try:
-            with default_tf32():
-                module.main()
-        finally:
-            sys.argv = saved
-    result = _call(main, args, log_path, limit_s)
-    try:
-        result['stock'] = vs_stock.last_json_line(Path(log_path).read_text(errors='replace'))
-    except ValueError:
-        result['stock'] = {}
-    return result
-
-
-@contextlib.contextmanager
-def default_tf32():
-    """PyTorch's own TF32 defaults inside (matmuls in full fp32, cuDNN convolutions in TF32), as in a
-    fresh process; the flags as they were after."""
-    import torch
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.get_float32_matmul_precision())
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = DEFAULT_TF32[:2]
-    torch.set_float32_matmul_precision(DEFAULT_TF32[2])
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
-        torch.set_float32_matmul_precision(saved[2])
-
-
 def _read_json(path):
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
 
-
-def _torch_defaults():
-    import torch
-    return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-            torch.get_float32_matmul_precision())
-
-
-DEFAULT_TF32 = _torch_defaults()  # read at import, before any run of ours changed them

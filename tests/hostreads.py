@@ -12,22 +12,12 @@ import traceback
 import torch
 from torch.overrides import TorchFunctionMode
 
-# Where a recipe's own loss needs a count only the data knows, the reads are counted apart:
-# - a Hungarian matcher (scipy, on the CPU): the assigner and its sampler; the heads' losses, which
-#   index the matched queries; mmcv's deformable attention, which asserts its input shapes against a
-#   device tensor (and on a CPU splits by them);
-# - OHEM (mmseg's OHEMPixelSampler, STDC): it sorts the valid pixels (a boolean-mask selection) to find the
-#   min_kept-th probability. A sync-free version is possible (sort every pixel, invalid ones last);
-#   until then its reads are said, not hidden.
-MATCHER_FRAMES = ('mmdet/models/task_modules/assigners', 'mmdet/models/task_modules/samplers',
-                  'scipy/optimize', 'mmdet/models/dense_heads/mask2former_head.py',
-                  'mmdet/models/dense_heads/maskformer_head.py', 'mmcv/ops/multi_scale_deform_attn.py',
-                  # mmseg's wrappers turn each label map into instance targets: torch.unique of its classes
-                  'mmseg/models/decode_heads/mask2former_head.py', 'mmseg/models/decode_heads/maskformer_head.py')
-# STDC: OHEM, and its boundary head's targets (`t[t > 0.1] = 1`, a masked assignment that torch turns
-# into an index list; masked_fill would not wait: a candidate for a patch, said here until then).
-OHEM_FRAMES = ('mmseg/structures/sampler/ohem_pixel_sampler.py', 'mmseg/models/decode_heads/stdc_head.py')
-BY_NATURE = {'train_mask2former': MATCHER_FRAMES, 'train_maskformer': MATCHER_FRAMES, 'train_stdc': OHEM_FRAMES}
+from common import host_reads
+
+# Which reads a script makes by its nature, and how they are recognised, is common/host_reads.py's: the
+# GPU check's sync-free stage decides the same way.
+MATCHER_FRAMES, OHEM_FRAMES = host_reads.MATCHER_FRAMES, host_reads.OHEM_FRAMES
+BY_NATURE = {f'train_{name}': frames for name, frames in host_reads.BY_NATURE.items()}
 MATCHER_SCRIPTS = set(BY_NATURE)  # the scripts whose reads by nature are counted apart
 
 _READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy,
@@ -61,8 +51,7 @@ class HostReads:
     (1-based) of every run in the block."""
 
     def __init__(self, iteration, script=None):
-        self.iteration, self.found, self.counted = iteration, [], False
-        self.frames = BY_NATURE.get(script, ())  # the reads this script makes by nature
+        self.iteration, self.found, self.counted, self.script = iteration, [], False, script
 
     def __enter__(self):
         from mmengine.runner import IterBasedTrainLoop
@@ -82,7 +71,7 @@ class HostReads:
         self._loop.run_iter = self._original
 
     def _in_matcher(self, stack):
-        return any(part in frame.filename for frame in stack for part in self.frames)
+        return host_reads.by_nature(stack, self.script) is not None
 
     def in_matcher(self):
         return [r for r in self.found if self._in_matcher(r[1])]

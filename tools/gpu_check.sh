@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# The GPU check (common/gpu_check.py: every train script, then speed beside stock MMSegmentation).
+# The GPU check (common/gpu_check.py): every train script on the GPU, then the core six beside stock
+# MMSegmentation (tools/stock_mmseg_train.py, in a process of its own).
 #
-#   bash tools/gpu_check.sh --prepare          # here: ../shared/gpu-wheels/*.whl and the stock baseline
-#                                              #   into .gpu-wheels/ (git-ignored; carried to the GPU machine)
-#   bash tools/gpu_check.sh --out "$OUT"       # there: install .gpu-wheels/*.whl beside the machine's own
-#                                              #   torch, then python -m common.gpu_check --out "$OUT"
+#   bash tools/gpu_check.sh --out DIR              # a GPU machine with this repository's .venv (bash setup.sh):
+#                                                  #   runs with .venv/bin/python as it is, installs nothing
+#   bash tools/gpu_check.sh --prepare WHEEL_DIR    # for a GPU machine without .venv (its own Python and torch):
+#                                                  #   copies WHEEL_DIR/*.whl (mmcv built for that torch, mmengine,
+#                                                  #   mmsegmentation, mmdet, mmpretrain and their pure-Python
+#                                                  #   dependencies) into .gpu-wheels/ (git-ignored) to carry there
+#   bash tools/gpu_check.sh --out DIR              # there, without .venv: installs .gpu-wheels/*.whl into a
+#                                                  #   temporary folder beside the machine's torch, then checks
 #
 # Other arguments go to `python -m common.gpu_check` (--dry-run, --deadline-min 7.5, --only smoke, ...).
-# The deadline counts from this script's start, so the wheels' install is inside it. The python is
+# The deadline counts from this script's start, so a wheels' install is inside it. The python is
 # $PYTHON, else .venv/bin/python (then nothing is installed), else python3. A check killed by a signal
 # (a crash in a CUDA library, say) is resumed with --resume: what it had finished is kept.
 set -euo pipefail
@@ -16,12 +21,16 @@ cd "$(dirname "$0")/.."
 wheels=.gpu-wheels
 
 if [ "${1:-}" = --prepare ]; then
-    shared=${SHARED:-../shared}
+    source_dir=${2:-}
+    if [ -z "$source_dir" ] || ! compgen -G "$source_dir/*.whl" > /dev/null; then
+        echo "ERROR: --prepare needs the folder of the wheels to carry${source_dir:+ ($source_dir has no *.whl)}" >&2
+        echo "  -> bash tools/gpu_check.sh --prepare WHEEL_DIR   (WHEEL_DIR: the *.whl built for the GPU machine's Python and torch)" >&2
+        exit 2
+    fi
     mkdir -p "$wheels"
-    cp "$shared"/gpu-wheels/*.whl "$wheels"/
-    cp "$shared"/bench/stock_mmseg_train.py "$wheels"/
+    cp "$source_dir"/*.whl "$wheels"/
     git rev-parse --short HEAD > "$wheels"/COMMIT 2>/dev/null || true
-    echo "prepared $wheels/: $(ls "$wheels"/*.whl | wc -l) wheels, stock_mmseg_train.py ($(du -sh "$wheels" | cut -f1))"
+    echo "prepared $wheels/: $(ls "$wheels"/*.whl | wc -l) wheels ($(du -sh "$wheels" | cut -f1))"
     exit 0
 fi
 
@@ -30,7 +39,9 @@ if [ -z "$python" ]; then
     if [ -x .venv/bin/python ]; then python=.venv/bin/python; else python=python3; fi
 fi
 install_s=
-if [ "$python" != .venv/bin/python ] && compgen -G "$wheels/*.whl" > /dev/null; then
+if [ "$python" = .venv/bin/python ]; then
+    echo "[gpu_check.sh] $python as it is (installing nothing)"
+elif compgen -G "$wheels/*.whl" > /dev/null; then
     site=$(mktemp -d)
     "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
