@@ -6,6 +6,8 @@ prove with real processes that nothing is lost (tests/test_resilience.py). Never
     ADE_TRAIN_FAULT=sigkill@save=2      SIGKILL halfway through writing the 2nd file (common/files.py)
     ADE_TRAIN_FAULT=enospc@save=2       "No space left on device" halfway through the 2nd file
     ADE_TRAIN_FAULT=nan@iter=3          every loss term of the 3rd iteration becomes NaN
+    ADE_TRAIN_FAULT=overflow@iter=1     the 1st iteration's gradients overflow (inf) while its loss stays
+                                        finite: what too high an fp16 loss scale does
     ADE_TRAIN_FAULT=sigterm@iter=3      SIGTERM (pre-emption) after the 3rd iteration
     ADE_TRAIN_FAULT=pause@val=2         after the 2nd validation iteration, write the file named by
                                         ADE_TRAIN_FAULT_MARK (+ '.<rank>') and wait (up to 120 s) until
@@ -14,6 +16,7 @@ prove with real processes that nothing is lost (tests/test_resilience.py). Never
 
 Several are comma-separated; ADE_TRAIN_FAULT_RANK=1 limits them to that rank of a DDP run.
 """
+import contextlib
 import os
 import signal
 import time
@@ -62,15 +65,26 @@ def maybe_signal(point, until=None):
             time.sleep(0.05)
 
 
-def install_nan_losses():
-    """`nan@iter=N`: every loss term of the N-th iteration becomes NaN, as in a real divergence."""
-    if ('nan', 'iter') not in FAULTS:
+@contextlib.contextmanager
+def loss_faults():
+    """`nan@iter=N`: every loss term of the N-th iteration becomes NaN, as in a real divergence;
+    `overflow@iter=N`: the gradient flowing back from the N-th iteration's loss becomes inf. In
+    mmengine's BaseModel.parse_losses for the duration of a run only."""
+    if ('nan', 'iter') not in FAULTS and ('overflow', 'iter') not in FAULTS:
+        yield
         return
     from mmengine.model import BaseModel
-    original = BaseModel.parse_losses
+    stock = BaseModel.parse_losses
 
     def parse_losses(self, losses):
         if due('nan', 'iter'):
             losses = {k: v * float('nan') if 'loss' in k else v for k, v in losses.items()}
-        return original(self, losses)
+        loss, log_vars = stock(self, losses)
+        if due('overflow', 'iter') and loss.requires_grad:
+            loss.register_hook(lambda grad: grad * float('inf'))
+        return loss, log_vars
     BaseModel.parse_losses = parse_losses
+    try:
+        yield
+    finally:
+        BaseModel.parse_losses = stock

@@ -9,8 +9,14 @@ indices before it skipped without loading), and the loop's advance takes nothing
 (ResumedTrainLoop). The batches after the resume are the same images in the same order; their
 random augmentations are drawn afresh (the workers are new processes, as they are with mmengine's
 replay too, which draws them again from re-seeded workers).
+
+The optimizer state a checkpoint holds is fitted to the resuming run (make_layout_hook): its tensors
+take their parameters' memory layout, and the step its implementation (fused or not), whatever the
+run that wrote it used: a CPU run's checkpoint resumes on a GPU with channels_last and the fused step.
 """
 import itertools
+
+import torch
 
 from mmengine.dataset import InfiniteSampler
 from mmengine.logging import print_log
@@ -85,3 +91,57 @@ def continue_data_order(cfg, resume_iter):
         return  # another sampler or loop: mmengine's own replay
     loader['sampler'] = dict(sampler, type='ResumedInfiniteSampler', skip=resume_iter * loader['batch_size'])
     cfg['train_cfg'] = dict(cfg['train_cfg'], type='ResumedTrainLoop')
+
+
+# ---------------------------------------------------------------- the optimizer state, fitted to this run
+
+def match_state_layouts(optimizer):
+    """Give each optimizer state tensor its parameter's memory layout (strides). A checkpoint written
+    by an NCHW run (a CPU run, --channels-last off) and resumed with channels_last, or the reverse,
+    loads its momentum and Adam moments with the old strides; the fused kernels refuse tensors of
+    different layouts, and elementwise ops would produce mixed ones. Returns how many were changed."""
+    changed = 0
+    for group in optimizer.param_groups:
+        for param in group['params']:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if (isinstance(value, torch.Tensor) and value.shape == param.shape and value.dim() > 1
+                        and value.stride() != param.stride()):
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+                    changed += 1
+    return changed
+
+
+# Per-group settings of how the step runs, not what it computes: torch's load_state_dict takes them from
+# the checkpoint, so a run resumed from an unfused run's checkpoint would step unfused (and refuse the
+# loss guard's found_inf, which only fused steps take), and the reverse.
+STEP_IMPLEMENTATION = ('fused', 'foreach')
+
+
+def make_layout_hook():
+    """The hook that fits a resumed optimizer state to this run: each state tensor in its parameter's
+    memory layout (match_state_layouts) and the step implementation this run chose (fused or not),
+    whatever the checkpoint's run used. mmengine resumes after `before_run` and before `before_train`."""
+    from mmengine.hooks import Hook
+    from mmengine.logging import print_log
+
+    class OptimizerStateFitHook(Hook):
+        priority = 'VERY_HIGH'
+
+        def before_run(self, runner):
+            self.chosen = [{k: g.get(k) for k in STEP_IMPLEMENTATION} for g in _optimizer(runner).param_groups]
+
+        def before_train(self, runner):
+            optimizer = _optimizer(runner)
+            for group, chosen in zip(optimizer.param_groups, self.chosen):
+                group.update(chosen)
+            changed = match_state_layouts(optimizer)
+            if changed:
+                print_log(f'[resume] {changed} optimizer state tensors given their parameters\' memory layout '
+                          '(the checkpoint was written with the other one)', logger='current')
+
+    return OptimizerStateFitHook()
+
+
+def _optimizer(runner):
+    return runner.optim_wrapper.optimizer

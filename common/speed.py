@@ -24,16 +24,16 @@ cuDNN autotuning (`cudnn_benchmark`) is on in every run (common.runtime.defaults
 uses is `plan(s)`, a dict passed to whatever needs it (the run, the banner, summary.json's `speed`,
 evaluation); nothing is stored on the settings.
 """
-import functools
 import os
 from contextlib import ExitStack, contextmanager, nullcontext
 
 import torch
-from mmengine.optim import OptimWrapper
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import LOOPS, OPTIM_WRAPPERS
 from mmengine.runner import Runner, ValLoop, TestLoop
 
-from common import config, validate
+from common import config, kernel_guard, validate
+from common.resilience import LossGuard
 
 PRECISIONS = validate.PRECISIONS
 DTYPE_NAMES = {'bf16': 'bfloat16', 'fp16': 'float16'}  # as mmengine's configs name torch dtypes
@@ -49,9 +49,6 @@ def resolve_precision(requested, cuda=None, bf16_supported=None):
         raise SetupError(f'PRECISION {requested!r} is not one of {", ".join(PRECISIONS)}',
                          'use --precision auto (bf16 on a GPU, fp32 on a CPU), bf16, fp16 or fp32')
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    if requested == 'fp16' and not cuda:
-        raise SetupError('PRECISION fp16 needs a GPU (its loss scaler is CUDA-only)',
-                         'use --precision bf16 or fp32 on a CPU')
     if requested != 'auto':
         return requested
     if not cuda:
@@ -100,9 +97,9 @@ def apply(cfg, speed, cuda=None):
     for key in ('loss_scale', 'dtype'):
         wrapper.pop(key, None)
     if precision == 'fp32':
-        wrapper['type'] = 'OptimWrapper'
+        wrapper['type'] = 'GuardedOptimWrapper'
     elif precision == 'fp16':
-        wrapper.update(type='AmpOptimWrapper', dtype=DTYPE_NAMES['fp16'], loss_scale='dynamic')
+        wrapper.update(type='ScaledAutocastOptimWrapper', dtype=DTYPE_NAMES['fp16'], loss_scale='dynamic')
     else:
         wrapper.update(type='AutocastOptimWrapper', dtype=DTYPE_NAMES[precision])
     if precision != 'fp32':
@@ -121,18 +118,28 @@ def apply(cfg, speed, cuda=None):
     return cfg
 
 
-def set_global_flags(speed):
-    """Process-wide switches (TF32) that a config cannot carry."""
+@contextmanager
+def global_flags(speed):
+    """Process-wide switches (TF32) that a config cannot carry, for the duration of a run."""
+    stock = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision())
     if speed['tf32']:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.set_float32_matmul_precision('high')
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = stock[:2]
+        torch.set_float32_matmul_precision(stock[2])
 
 
 def autocast(device_type, dtype):
     """The autocast region of a run: `dtype` a torch dtype name ('bfloat16', 'float16') or a
     precision ('bf16', 'fp16'); fp32 or None: no autocast. Training (AutocastOptimWrapper), the
     validation and test loops and --eval-only all run under this one helper."""
+    if isinstance(dtype, torch.dtype):
+        dtype = str(dtype).removeprefix('torch.')
     dtype = DTYPE_NAMES.get(dtype, dtype)
     if dtype in (None, 'fp32', 'float32'):
         return nullcontext()
@@ -144,7 +151,7 @@ def _device_type(model):
 
 
 @OPTIM_WRAPPERS.register_module()
-class AutocastOptimWrapper(OptimWrapper):
+class AutocastOptimWrapper(LossGuard, OptimWrapper):
     """Mixed precision without loss scaling: the forward and loss run under torch.autocast on the
     model's device (CPU or GPU). For bf16, whose range is fp32's; mmengine's AmpOptimWrapper adds
     a GPU-only loss scaler that bf16 does not need."""
@@ -156,6 +163,32 @@ class AutocastOptimWrapper(OptimWrapper):
     @contextmanager
     def optim_context(self, model):
         with super().optim_context(model), autocast(_device_type(model), self.dtype):
+            yield
+
+
+@OPTIM_WRAPPERS.register_module()
+class ScaledAutocastOptimWrapper(LossGuard, AmpOptimWrapper):
+    """fp16: mmengine's AmpOptimWrapper (autocast, dynamic loss scaling: fp16's range needs it) on the
+    model's own device. mmengine's builds a CUDA-only GradScaler and refuses a CPU; this one takes
+    torch.amp.GradScaler for the device of the parameters, so fp16 runs (and is tested) on a CPU too.
+    Its state_dict is AmpOptimWrapper's: checkpoints resume across the two."""
+
+    def __init__(self, loss_scale='dynamic', dtype='float16', **kwargs):
+        OptimWrapper.__init__(self, **kwargs)  # not AmpOptimWrapper's: it asserts a GPU
+        params = [p for group in self.optimizer.param_groups for p in group['params']]
+        self.device_type = params[0].device.type if params else 'cpu'
+        self._scale_update_param = None
+        if isinstance(loss_scale, float):
+            self._scale_update_param = loss_scale
+            scaler_args = dict(init_scale=loss_scale)
+        else:
+            scaler_args = loss_scale if isinstance(loss_scale, dict) else {}
+        self.loss_scaler = torch.amp.GradScaler(self.device_type, **scaler_args)
+        self.cast_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+    @contextmanager
+    def optim_context(self, model):
+        with OptimWrapper.optim_context(self, model), autocast(_device_type(model), self.cast_dtype):
             yield
 
 
@@ -179,40 +212,6 @@ class AutocastTestLoop(_AutocastLoopMixin, TestLoop):
     """Testing under autocast in the run's dtype."""
 
 
-# ---------------------------------------------------------------- ops without low-precision kernels
-
-def in_fp32(forward):
-    """Run `forward` in fp32 inside an autocast region: floating tensor arguments are cast up and
-    autocast is off within. For ops whose kernels have no bf16 version."""
-    @functools.wraps(forward)
-    def wrapper(*args, **kwargs):
-        active = [device for device in ('cuda', 'cpu') if torch.is_autocast_enabled(device)]
-        if not active:
-            return forward(*args, **kwargs)
-        up = _to_fp32
-        with ExitStack() as stack:
-            for device in active:
-                stack.enter_context(torch.autocast(device, enabled=False))
-            return forward(*[up(a) for a in args], **{k: up(v) for k, v in kwargs.items()})
-    wrapper.runs_in_fp32 = True
-    return wrapper
-
-
-def _to_fp32(value):
-    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float32:
-        return value.float()
-    return value
-
-
-def keep_deformable_attention_fp32():
-    """mmcv's MultiScaleDeformableAttention CUDA kernel has float and half versions only: under
-    bf16 autocast it would fail (or mix dtypes), so the whole module runs in fp32. It is a small
-    part of Mask2Former's pixel decoder."""
-    from mmcv.ops import MultiScaleDeformableAttention
-    if not getattr(MultiScaleDeformableAttention.forward, 'runs_in_fp32', False):
-        MultiScaleDeformableAttention.forward = in_fp32(MultiScaleDeformableAttention.forward)
-
-
 # ---------------------------------------------------------------- the runner
 
 COMPILED_PARTS = ('backbone', 'neck')  # called as modules, tensors in and out: what dynamo takes whole
@@ -231,6 +230,7 @@ class FastRunner(Runner):
         non_blocking_inputs(model)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        kernel_guard.guard_kernels(model)  # after the layout change: guarded modules go back to NCHW
         if self.compile_parts:
             for name in COMPILED_PARTS:
                 part = getattr(model, name, None)
@@ -272,11 +272,18 @@ def _accuracy(pred, target, topk=1, thresh=None, ignore_index=None):
     return found[0] if single else found
 
 
+@contextmanager
 def sync_free_accuracy():
-    """Put _accuracy where mmseg's heads call `accuracy` (a no-op the second time)."""
+    """_accuracy where mmseg's heads call `accuracy`, for the duration of a run; mmseg's own after."""
     from mmseg.models.decode_heads import decode_head, point_head
-    for module in (decode_head, point_head):
+    stock = [(module, module.accuracy) for module in (decode_head, point_head)]
+    for module, _ in stock:
         module.accuracy = _accuracy
+    try:
+        yield
+    finally:
+        for module, accuracy in stock:
+            module.accuracy = accuracy
 
 
 def non_blocking_inputs(model):

@@ -12,6 +12,9 @@ SCRIPTS = sorted(p.stem for p in ROOT.glob('train_*.py'))
 TINY = ['--crop-size', '64', '--batch-per-gpu', '2', '--num-workers', '0', '--log-interval', '1',
         '--no-pretrained']
 
+# What a GPU run turns on by default (common/speed.py 'auto', EVAL_BATCH 0 on a GPU), forced on a CPU.
+GPU_SETTINGS = ['--precision', 'bf16', '--channels-last', 'on', '--fused-optimizer', 'on', '--eval-batch', '8']
+
 
 def load_script(name):
     """Import train_<x>.py as a module (nothing runs at import)."""
@@ -23,6 +26,14 @@ def load_script(name):
 def tiny_data(tmp_path_factory):
     from common import demo_data
     return str(demo_data.write(tmp_path_factory.mktemp('tiny'), n_train=8, n_val=3, size=(80, 64)))
+
+
+@pytest.fixture(scope='session')
+def mixed_data(tmp_path_factory):
+    """tiny_data with images of two sizes (landscape, portrait): batched evaluation then groups
+    them into batches of different shapes, as ADE20K's validation images are."""
+    from common import demo_data
+    return str(demo_data.write(tmp_path_factory.mktemp('mixed'), n_train=8, n_val=4, size=[(80, 64), (64, 88)]))
 
 
 @pytest.fixture(autouse=True)

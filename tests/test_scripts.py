@@ -1,13 +1,17 @@
 """Every train_*.py: imports, dumps a loadable config, matches its official recipe, trains two
-iterations plus an evaluation on CPU, writes summary.json, and resumes from its checkpoint."""
+iterations plus an evaluation on the CPU with the GPU's default settings (bf16 autocast,
+channels_last, the fused optimizer step, evaluation in batches of 8 over images of two sizes),
+writes summary.json, and resumes from its checkpoint with the CPU's (fp32, NCHW)."""
 import json
+import math
 import os
 from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS, TINY, load_script
+from conftest import GPU_SETTINGS, SCRIPTS, TINY, load_script
 from hostreads import MATCHER_SCRIPTS, HostReads
+from kernelwatch import KernelWatch
 
 MATCHER_READS = {}
 
@@ -50,31 +54,41 @@ def test_dump_config_loads_and_flags_move_derived_numbers(name, tmp_path):
 
 
 @pytest.mark.parametrize('name', SCRIPTS)
-def test_train_two_iterations_evaluate_and_resume(name, tiny_data, tmp_path, capsys):
+def test_train_two_iterations_evaluate_and_resume(name, mixed_data, tmp_path, capsys):
     module = load_script(name)
     work = tmp_path / 'work'
     # SMOKE_TEST_FLAGS: a script whose default is too large for a CPU test (ViT-L...) names a reduced
     # width here; its full parameter count is still checked against the recipe in test_recipes.py.
-    # --fused-optimizer on: the fused step GPUs take, whose device-side skip keeps the loss guard
-    # from reading the host (counted below); on a CPU it is opt-in.
-    args = ['--data-root', tiny_data, '--work-dir', str(work), *TINY, '--val-interval', '2',
-            '--fused-optimizer', 'on', *getattr(module, 'SMOKE_TEST_FLAGS', [])]
-    module.main(args + ['--max-iters', '2'])
+    args = ['--data-root', mixed_data, '--work-dir', str(work), *TINY, '--val-interval', '2',
+            *getattr(module, 'SMOKE_TEST_FLAGS', [])]
+    # From scratch with what a GPU run turns on by default: bf16, NHWC, the fused step, eval batch 8.
+    with KernelWatch() as watch:
+        module.main(args + GPU_SETTINGS + ['--max-iters', '2'])
+    assert not watch.problems, f'{name}: mmcv compiled ops fed what their kernels cannot take:\n' + \
+        '\n'.join(sorted(set(watch.problems)))
+    if name in ('train_psanet', 'train_mask2former'):  # PSAMask; deformable attention (PyTorch code on a CPU)
+        assert watch.guarded_calls, f'{name} reaches a compiled mmcv op: the watch must have seen it'
     first = json.loads((work / 'summary.json').read_text())
     assert first['status'] == 'finished'
+    assert first['precision'] == 'bf16' and first['speed']['channels_last'] and first['speed']['fused_optimizer']
     assert first['iters_done'] == 2 and first['max_iters'] == 2
     assert 0 <= first['mIoU'] <= 100 and 0 <= first['aAcc'] <= 100
     assert first['sec_per_iter'] > 0 and first['img_per_sec'] > 0
     assert first['world_size'] == 1 and first['batch_per_gpu'] == 2
     assert (work / 'iter_2.pth').is_file() and (work / 'predictions.png').is_file()
     assert first['start_iter'] == 0
+    losses = [json.loads(line)['loss'] for path in work.glob('*/vis_data/scalars.json')
+              for line in path.read_text().splitlines() if '"loss"' in line]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses), losses
 
-    # Same command, longer schedule: continues from iter 2 instead of starting over. Iteration 3
-    # does not log (--log-interval 2): the host must not wait for the device in it (issue 15).
+    # Same command, longer schedule, the CPU's fp32 and NCHW: continues from iter 2 instead of
+    # starting over, its optimizer state written with NHWC strides (fused step: the loss guard reads
+    # no host). Iteration 3 does not log (--log-interval 2): the host must not wait for the device in it.
+    args += ['--fused-optimizer', 'on']
     with HostReads(iteration=3, script=name) as reads:
         module.main(args + ['--max-iters', '4', '--log-interval', '2'])
     second = json.loads((work / 'summary.json').read_text())
-    assert second['start_iter'] == 2 and second['iters_done'] == 4
+    assert second['start_iter'] == 2 and second['iters_done'] == 4 and second['precision'] == 'fp32'
     assert 'resuming from' in capsys.readouterr().out
     logged_steps = {json.loads(line).get('step') for path in work.glob('*/vis_data/scalars.json')
                     for line in path.read_text().splitlines()}

@@ -50,8 +50,6 @@ def run(cfg, s, plan):
     precision = plan['precision']
     print(f'[{s.SCRIPT}] evaluating {s.eval_only} on {len(loader.dataset)} validation images ({mode}, '
           f'{device()}, {precision})', flush=True)
-    if precision != 'fp32':
-        speed.keep_deformable_attention_fp32()
     start = time.perf_counter()
     with torch.no_grad(), speed.autocast(device(), precision):
         progress = tqdm(total=len(loader.dataset), desc='evaluate', unit='img', dynamic_ncols=True)

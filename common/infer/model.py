@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import checks, checkpoints, config
+from common import checks, checkpoints, config, kernel_guard
 
 LABEL_OFFSET = 1                # ADE id = class index + 1: the coding of ADE20K's own annotations
 
@@ -32,6 +32,7 @@ def build(model_cfg, custom_imports=None, state=None, path='', on=None):
     model = MODELS.build(ConfigDict(offline))  # a ConfigDict: mmdet heads read attributes
     if state is not None:
         checkpoints.load_exactly(model, state, path)
+    kernel_guard.guard_kernels(model)  # mmcv's compiled ops in fp32 on NCHW inputs, as in training
     return model.to(on or device()).eval()
 
 
