@@ -29,11 +29,14 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     fixed_window BEiT and MAE, whose window the crop fixes: pretrained tables resized, test views no smaller
     gpu          the NVIDIA GPUs the driver lists, and whether this torch can use them (DEVICE)
     checks       can this run start: installation, packages, pretrained files, dataset (preflight)
+    kernel_guard ops the fast path cannot feed as they are (mmcv's compiled kernels, NCHW-only code): fp32, NCHW
     speed        how a run uses the machine: precision, channels_last, TF32, fused step, compile
     deferred     logged tensors stay on the device until a log line reads them (no wait per iteration)
+    host_reads   the host reads a recipe makes by its nature (matcher, OHEM): recognised from a stack
     resilience   pre-emption signals and the non-finite-loss guard
     batched_eval validation in batches of same-shape images (EVAL_BATCH), exact on one or several GPUs
-    resume       which checkpoint a run resumes from, and its data order continued without replay
+    resume       which checkpoint a run resumes from, its data order continued without replay, and its
+                 optimizer state fitted to this run (memory layout, fused step)
     train        one training run: prepare the config, the Runner and its hooks, banner, summary.json
     recipes      every official ADE20K config, the command that builds it, and where the two differ
 3. Using a trained checkpoint
@@ -47,44 +50,45 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     gpu_check    the GPU check (tools/gpu_check.sh): MEASUREMENTS in order, each in its time budget
     gpu_stages   its measurements (env, data, smoke, vs_stock, eval_precision, sync_free, eval_batch)
     gpu_report   its gpu_check.md and progress lines
-    inprocess    a train script or the stock baseline run inside this process: probe, time limit, log
+    inprocess    a train script run inside this process: probe, time limit, log, checked syncs
 
-Process-wide changes the project makes to mmengine, mmcv and torch (and why):
-- checkpoints.install: torch.load's weights-only allow-list gains mmengine's HistoryBuffer and numpy
-  types, so mmengine's own torch.load calls (resume, load_from, Pretrained init) stay safe; with
-  --trust-checkpoint it sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD instead.
-- checkpoints.install_atomic_writes: mmengine's LocalBackend.put/put_text write through
-  files.atomic_write, so a checkpoint is never seen half-written.
-- resilience (the guard): mmengine's OptimWrapper.update_params skips the step of a non-finite loss,
-  agreed on by every rank, instead of poisoning the weights (on the device, through the fused
-  optimizer's found_inf, where it can); OptimWrapper._clip_grad records the gradient norm as a tensor
-  instead of float() (which waits for the GPU).
-- resilience.install_signal_handlers: SIGTERM, SIGINT and SIGUSR1 save a checkpoint and stop
-  (pre-emption); resilience.worker_init makes dataloader workers ignore them (the group is signalled).
-- deferred.install, per run: the runner's MessageHub becomes a DeferredMessageHub (class swap) that
-  keeps tensor scalars on the device until the logger, a checkpoint or a reader asks for them.
-- speed.sync_free_accuracy: mmseg's decode heads' `accuracy` (acc_seg) is computed without boolean-mask
-  indexing (same numbers, no wait for the GPU); speed.non_blocking_inputs: the data preprocessor
-  copies batches to the GPU without blocking.
-- fixed_window.install, in train.prepare of a BEiT or MAE run: mmseg's BEiT._geometric_sequence_interpolation
-  (the resize of a pretrained relative-position table) computes with RectBivariateSpline instead of
-  scipy's interp2d, which the pinned SciPy no longer has. fixed_window registers ResizeToAtLeast in
-  mmseg's TRANSFORMS (the BEiT/MAE multi-scale test: views no smaller than the window).
-- weights_fit.must_fit, during runner.train() only: mmengine's and torch's load_state_dict audit what a
-  file leaves uninitialised before loading it.
-- batched_eval: registers SameShapeBatchSampler in mmengine's DATA_SAMPLERS.
-- resume: registers ResumedInfiniteSampler and ResumedTrainLoop in mmengine's registries (a resumed
-  run's sampler skips the batches before its iteration instead of mmengine loading each of them).
-- speed: registers AutocastOptimWrapper, AutocastValLoop and AutocastTestLoop in mmengine's
-  registries (bf16 without a loss scaler); keep_deformable_attention_fp32 wraps mmcv's
-  MultiScaleDeformableAttention.forward in fp32 under autocast (its kernel has no bf16 version);
-  set_global_flags turns on TF32 for the matmuls and convolutions left in fp32 (GPU).
-- train.prepare: TORCH_NCCL_ASYNC_ERROR_HANDLING=1 (unless set), so a dead rank fails the others.
-- faults.install_nan_losses (tests only, under ADE_TRAIN_FAULT=nan@iter=N): mmengine's
-  BaseModel.parse_losses returns NaN at that iteration.
+How a run extends mmengine, mmcv and torch. Through their registries (what a run's config names):
+- resilience: GuardedOptimWrapper (fp32), and speed's AutocastOptimWrapper (bf16, no loss scaler) and
+  ScaledAutocastOptimWrapper (fp16, torch.amp's GradScaler for the model's device, a CPU included) in
+  OPTIM_WRAPPERS, each with the LossGuard mixin: a non-finite loss skips its step, agreed on by every
+  rank (on the device, through the fused optimizer's found_inf, where it can), and the gradient norm
+  is recorded as a tensor instead of float() (which waits for the GPU).
+- checkpoints: the 'atomic_local' file backend (mmengine.fileio.register_backend), named in the run's
+  CheckpointHook backend_args: a checkpoint is written whole or not at all (files.atomic_write).
+- speed: AutocastValLoop and AutocastTestLoop in LOOPS; batched_eval: SameShapeBatchSampler in
+  DATA_SAMPLERS; resume: ResumedInfiniteSampler and ResumedTrainLoop (a resumed run's sampler skips the
+  batches before its iteration instead of mmengine loading each of them); resilience: the dataloader
+  worker_init in FUNCTIONS; fixed_window: ResizeToAtLeast in mmseg's TRANSFORMS.
+- Hooks registered on the run's Runner: resilience's SafetyHook (pre-emption, the loss guard's stop),
+  resume's OptimizerStateFitHook (a resumed optimizer state in its parameters' layout and this run's
+  fused/unfused step), train's RunRecorder.
+- On the run's own model (nothing of the libraries replaced): kernel_guard.guard_kernels' forward hooks
+  (mmcv ops with compiled kernels get fp32, contiguous inputs outside autocast; NCHW_ONLY modules
+  contiguous ones, and on a CPU NCHW_ON_CPU ones: torch's GroupNorm backward), speed.non_blocking_inputs (its data preprocessor copies without blocking),
+  deferred.install (the runner's MessageHub keeps tensor scalars on the device until read).
+- torch's own allow-list: checkpoints.install adds mmengine's HistoryBuffer and numpy types to
+  torch.load's weights-only safe globals, so mmengine's torch.load calls (resume, load_from,
+  Pretrained init) stay safe; with --trust-checkpoint it sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD instead.
+What has no registry lasts only while a run does (train.changes_of_a_run; weights_fit.must_fit inside
+runner.train()), and tests/test_library_changes.py checks that the libraries are stock after it:
+- speed.global_flags: TF32 for the matmuls and convolutions left in fp32 (GPU);
+- speed.sync_free_accuracy: mmseg's decode heads' `accuracy` (acc_seg) without boolean-mask indexing
+  (same numbers, no wait for the GPU);
+- fixed_window.resizing (BEiT, MAE): mmseg's BEiT._geometric_sequence_interpolation computes with
+  RectBivariateSpline instead of scipy's interp2d, which the pinned SciPy no longer has;
+- resilience.signal_handlers: SIGTERM, SIGINT and SIGUSR1 save a checkpoint and stop (pre-emption);
+- weights_fit.must_fit: mmengine's and torch's load_state_dict audit what a file leaves uninitialised;
+- faults.loss_faults (tests only, ADE_TRAIN_FAULT=nan@iter=N / overflow@iter=N): BaseModel.parse_losses.
+Also: train.prepare sets TORCH_NCCL_ASYNC_ERROR_HANDLING=1 (unless set), so a dead rank fails the others.
 - plots: matplotlib's Agg backend (no display needed).
 - inprocess (the GPU check only): registers the GpuCheckProbe hook in mmengine's HOOKS; sets SIGALRM's
-  handler during a run (its time limit); restores PyTorch's default TF32 flags around a stock run.
+  handler during a run (its time limit). The stock baseline (tools/stock_mmseg_train.py) never runs in
+  a process of ours: none of these changes reach it.
 """
 
 # module -> layer (see above): tests/test_architecture.py checks that every module is listed and
@@ -94,7 +98,8 @@ LAYERS = {
     'ade20k': 1, 'schedules': 1, 'models': 1,
     'scripts': 2, 'validate': 2, 'cli': 2, 'config': 2, 'dist': 2, 'demo_data': 2, 'checkpoints': 2, 'weights_fit': 2,
     'fixed_window': 2, 'layouts': 2, 'pretrained': 2, 'inventory': 2,
-    'gpu': 2, 'checks': 2, 'speed': 2, 'deferred': 2, 'resilience': 2, 'resume': 2, 'batched_eval': 2, 'train': 2,
+    'gpu': 2, 'checks': 2, 'kernel_guard': 2, 'speed': 2, 'deferred': 2, 'host_reads': 2, 'resilience': 2, 'resume': 2,
+    'batched_eval': 2, 'train': 2,
     'recipes': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,

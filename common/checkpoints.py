@@ -125,19 +125,35 @@ def load_exactly(model, state, path):
 
 # ---------------------------------------------------------------- writing
 
-def install_atomic_writes():
-    """Route mmengine's local file writes (checkpoints) through files.atomic_write. The
-    `last_checkpoint` pointer is written with plain open() by CheckpointHook; resume does not trust
-    it blindly (latest())."""
-    from mmengine.fileio.backends.local_backend import LocalBackend
+ATOMIC_BACKEND = 'atomic_local'  # mmengine file backend name: CheckpointHook(backend_args=BACKEND_ARGS)
+BACKEND_ARGS = dict(backend=ATOMIC_BACKEND)
 
-    def put(self, obj, filepath):
-        files.atomic_write(obj, str(filepath), fault_point='save')
 
-    def put_text(self, obj, filepath, encoding='utf-8'):
-        files.atomic_write(obj.encode(encoding), str(filepath), fault_point='save')
+def _register_atomic_backend():
+    """mmengine's LocalBackend whose writes (checkpoints, the best checkpoint) go through
+    files.atomic_write, registered as a file backend: a run's CheckpointHook names it in its
+    backend_args. The `last_checkpoint` pointer is written with plain open() by CheckpointHook;
+    resume does not trust it blindly (latest())."""
+    from mmengine.fileio import register_backend
+    from mmengine.fileio.backends import LocalBackend
 
-    LocalBackend.put, LocalBackend.put_text = put, put_text
+    class AtomicLocalBackend(LocalBackend):
+        def put(self, obj, filepath):
+            files.atomic_write(obj, str(filepath), fault_point='save')
+
+        def put_text(self, obj, filepath, encoding='utf-8'):
+            files.atomic_write(obj.encode(encoding), str(filepath), fault_point='save')
+
+    register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
+
+
+_register_atomic_backend()
+
+
+def write_atomically(cfg):
+    """A run's checkpoints through the atomic backend (the periodic and best ones: CheckpointHook; a
+    pre-emption's: save_now); the run's own config imports this module, which registers it."""
+    cfg['default_hooks']['checkpoint']['backend_args'] = dict(BACKEND_ARGS)
 
 
 def remove_stale_temporaries(work_dir):
@@ -170,7 +186,8 @@ def save_now(runner, done):
         keep.append(done)
         runner.message_hub.update_info('keep_ckpt_ids', keep)
     if not os.path.isfile(path):  # the periodic hook may have just written this iteration
-        runner.save_checkpoint(runner.work_dir, name, by_epoch=False)  # meta iter = done, as the hook's
+        runner.save_checkpoint(runner.work_dir, name, by_epoch=False,  # meta iter = done, as the hook's
+                               backend_args=dict(BACKEND_ARGS))
     if runner.rank == 0:
         files.atomic_write(path.encode(), os.path.join(runner.work_dir, 'last_checkpoint'), fault_point='save')
     dist.barrier()

@@ -23,6 +23,8 @@ which these recipes' multi-scale numbers were measured with (configs/mae/README.
 min_size=512, that is, the shortest edge is 512"), a view smaller than the window is first enlarged,
 aspect kept, until it covers it: `ade20k.tta_pipeline(min_size=crop)` in the BEiT and MAE scripts.
 """
+import contextlib
+
 import numpy as np
 from mmcv.transforms import BaseTransform, Resize
 from mmseg.registry import TRANSFORMS
@@ -78,11 +80,17 @@ def _geometric_sequence_interpolation(self, src_size, dst_size, sequence, num):
 _geometric_sequence_interpolation.common_fixed_window = True
 
 
-def install():
-    """Put geometric_resize where mmseg's BEiT (and MAE, its subclass) resizes a pretrained table."""
+@contextlib.contextmanager
+def resizing():
+    """For the duration of a BEiT or MAE run: geometric_resize where mmseg's BEiT (and MAE, its
+    subclass) resizes a pretrained table; mmseg's own method again when the run ends."""
     from mmseg.models.backbones.beit import BEiT
-    if not getattr(BEiT._geometric_sequence_interpolation, 'common_fixed_window', False):
-        BEiT._geometric_sequence_interpolation = _geometric_sequence_interpolation
+    stock = BEiT.__dict__['_geometric_sequence_interpolation']
+    BEiT._geometric_sequence_interpolation = _geometric_sequence_interpolation
+    try:
+        yield
+    finally:
+        BEiT._geometric_sequence_interpolation = stock
 
 
 def installed():

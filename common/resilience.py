@@ -12,6 +12,7 @@
 (Checkpoints themselves are written atomically: common/checkpoints.py. Test faults: common/faults.py.)
 """
 import atexit
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -19,7 +20,8 @@ import signal
 import time
 
 import torch
-from mmengine.registry import FUNCTIONS
+from mmengine.optim import OptimWrapper
+from mmengine.registry import FUNCTIONS, OPTIM_WRAPPERS
 
 from common import checkpoints, deferred, dist, faults, files
 
@@ -60,11 +62,22 @@ def install_signal_handlers():
         _first_signal_at[0] = time.monotonic()
         print(f'\n[signal] {signal.Signals(signum).name}: saving a checkpoint after this step, then '
               'stopping (send it again to stop at once)', flush=True)
-    for signum in SIGNALS:
-        signal.signal(signum, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
     if not _exit_hook_registered:
         atexit.register(end_dataloader_workers)  # runs before multiprocessing's own (atexit is LIFO)
         _exit_hook_registered.append(True)
+    return previous
+
+
+@contextlib.contextmanager
+def signal_handlers():
+    """The stop signals' handlers for the duration of a run; the process's own again after it."""
+    previous = install_signal_handlers()
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 _exit_hook_registered = []
@@ -117,8 +130,9 @@ def _stop_requested():
 
 # ---------------------------------------------------------------- divergence
 
-class _LossGuard:
-    """Wraps OptimWrapper.update_params: a non-finite loss (on any rank) skips the optimizer step.
+class LossGuard:
+    """The non-finite-loss guard, mixed into the run's optimizer wrapper (GuardedOptimWrapper below,
+    and common.speed's bf16 and fp16 wrappers): a non-finite loss (on any rank) skips the optimizer step.
 
     Without a host read where it can: a fused optimizer takes a device flag (`found_inf`, as torch's
     GradScaler gives it) and leaves weights and state as they were when it is set; fp16's GradScaler
@@ -126,51 +140,68 @@ class _LossGuard:
     (`nonfinite`, a tensor) and the SafetyHook learns it at the next read of the message hub
     (common/deferred.py). Elsewhere (a per-tensor optimizer, and the first step, when a fused SGD
     would create its momentum from the skipped gradients) the loss is read on the host, as before:
-    `nonfinite` is then a bool and that micro-batch's backward is skipped."""
+    `nonfinite` is then a bool and that micro-batch's backward is skipped. fp16's first steps also
+    read the loss scale, to drop the state a skipped step leaves (_first_scaled_step)."""
 
-    @classmethod
-    def install(cls):
-        from mmengine.optim import AmpOptimWrapper, OptimWrapper
-        if getattr(OptimWrapper.update_params, '_guarded', False):
+    def update_params(self, loss, step_kwargs=None, zero_kwargs=None):
+        from mmengine.optim import AmpOptimWrapper
+        stock = super().update_params
+        bad = ~torch.isfinite(loss.detach()).all()
+        optimizer = self.optimizer
+        scaled = isinstance(self, AmpOptimWrapper)
+        if scaled and not optimizer.state:
+            return _first_scaled_step(self, stock, loss, step_kwargs, zero_kwargs)
+        if scaled or (getattr(optimizer, '_step_supports_amp_scaling', False) and optimizer.state):
+            bad = dist.max_over_ranks(bad.float().reshape(()))  # 0-dim, as GradScaler gives it
+            if self._inner_count % self._accumulative_counts and getattr(self, '_window_bad', None) is not None:
+                bad = torch.maximum(bad, self._window_bad)  # any micro-batch of the window
+            self.nonfinite = self._window_bad = bad
+            if not scaled:  # GradScaler sets found_inf itself, from the non-finite gradients
+                optimizer.found_inf = bad
+            try:
+                return stock(loss, step_kwargs, zero_kwargs)
+            finally:
+                optimizer.__dict__.pop('found_inf', None)
+        self.nonfinite = dist.any_rank(bool(bad))  # the one host read of this step
+        if self.nonfinite:
+            self._inner_count += 1  # keep gradient-accumulation counting in step
+            self.zero_grad(**(zero_kwargs or {}))
             return
-        original = OptimWrapper.update_params
+        return stock(loss, step_kwargs, zero_kwargs)
 
-        def update_params(self, loss, step_kwargs=None, zero_kwargs=None):
-            bad = ~torch.isfinite(loss.detach()).all()
-            optimizer = self.optimizer
-            scaled = isinstance(self, AmpOptimWrapper)
-            if scaled or (getattr(optimizer, '_step_supports_amp_scaling', False) and optimizer.state):
-                bad = dist.max_over_ranks(bad.float().reshape(()))  # 0-dim, as GradScaler gives it
-                if self._inner_count % self._accumulative_counts and getattr(self, '_window_bad', None) is not None:
-                    bad = torch.maximum(bad, self._window_bad)  # any micro-batch of the window
-                self.nonfinite = self._window_bad = bad
-                if not scaled:  # GradScaler sets found_inf itself, from the non-finite gradients
-                    optimizer.found_inf = bad
-                try:
-                    return original(self, loss, step_kwargs, zero_kwargs)
-                finally:
-                    optimizer.__dict__.pop('found_inf', None)
-            self.nonfinite = dist.any_rank(bool(bad))  # the one host read of this step
-            if self.nonfinite:
-                self._inner_count += 1  # keep gradient-accumulation counting in step
-                self.zero_grad(**(zero_kwargs or {}))
-                return
-            return original(self, loss, step_kwargs, zero_kwargs)
+    def _clip_grad(self):
+        """mmengine's, recording the gradient norm as a tensor (the message hub reads it later)
+        instead of float(), which waits for the GPU."""
+        params = [p for group in self.optimizer.param_groups for p in group['params']
+                  if p.requires_grad and p.grad is not None]
+        if params:
+            norm = self.clip_func(params, **self.clip_grad_kwargs)
+            if norm is not None:  # clip_grad_value_ returns None
+                self.message_hub.update_scalar(f'train/{self.grad_name}', norm.detach())
 
-        def _clip_grad(self):
-            """mmengine's, recording the gradient norm as a tensor (the message hub reads it later)
-            instead of float(), which waits for the GPU."""
-            params = [p for group in self.optimizer.param_groups for p in group['params']
-                      if p.requires_grad and p.grad is not None]
-            if params:
-                norm = self.clip_func(params, **self.clip_grad_kwargs)
-                if norm is not None:  # clip_grad_value_ returns None
-                    self.message_hub.update_scalar(f'train/{self.grad_name}', norm.detach())
 
-        update_params._guarded = True
-        OptimWrapper.update_params = update_params
-        OptimWrapper._clip_grad = _clip_grad
-        faults.install_nan_losses()
+@OPTIM_WRAPPERS.register_module()
+class GuardedOptimWrapper(LossGuard, OptimWrapper):
+    """mmengine's OptimWrapper with the non-finite-loss guard: the fp32 runs' wrapper."""
+
+
+def _first_scaled_step(wrapper, stock_update, loss, step_kwargs, zero_kwargs):
+    """The first steps of an fp16 run, until the optimizer has state: the loss is read on the host
+    (as for any first step), and a step the loss scaler skipped leaves no optimizer state behind. A
+    skipped step is routine there (the initial scale 2^16 overflows until it has come down), and
+    torch's fused SGD makes its momentum buffers with empty_like before its kernel learns of the
+    overflow and returns: that uninitialised memory would be the momentum from then on (NaN losses).
+    Dropped, the next step starts the state afresh, as if it were the first."""
+    wrapper.nonfinite = dist.any_rank(not bool(torch.isfinite(loss.detach()).all()))
+    if wrapper.nonfinite:
+        wrapper._inner_count += 1
+        wrapper.zero_grad(**(zero_kwargs or {}))
+        return
+    scale = wrapper.loss_scaler.get_scale()
+    result = stock_update(loss, step_kwargs, zero_kwargs)
+    if wrapper.loss_scaler.get_scale() < scale:  # the scaler found inf/NaN gradients and skipped the step
+        wrapper.optimizer.state.clear()
+    return result
 
 
 def eval_interrupted_at(work_dir):
@@ -272,5 +303,4 @@ def make_guard_hook(on_nonfinite='stop'):
             elif pending is not None and runner.rank == 0:
                 _remove_marker(runner.work_dir)  # an older iteration's: that checkpoint is not the one resumed
 
-    _LossGuard.install()
     return SafetyHook()

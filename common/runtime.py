@@ -83,6 +83,7 @@ def _run(build_config, s, started):
         if not Path(s.DATA_ROOT).is_dir():
             demo_data.write(Path(s.DATA_ROOT).parent)
     checks.preflight(cfg, s)
+    sync_bn = 'SyncBN' in config.types_in(cfg['model'])  # before prepare() turns it into BN on a CPU
     rank0 = dist.rank_from_env() == 0
     if rank0:
         checkpoints.remove_stale_temporaries(cfg['work_dir'])
@@ -96,7 +97,7 @@ def _run(build_config, s, started):
                   'Raise --max-iters to train on, or --no-resume to start over.', flush=True)
         return
     if rank0:
-        print(train.banner(s, dist.world_size_from_env(), plan), flush=True)
+        print(train.banner(s, dist.world_size_from_env(), plan, sync_bn=sync_bn), flush=True)
         if resume_from:
             print(f'[{s.SCRIPT}] resuming from {resume_from}', flush=True)
     train.train(cfg, s, plan, started)

@@ -4,6 +4,7 @@
 `train()` runs mmengine's Runner with the run's hooks (per-iteration record, safety hook) and
 always writes summary.json, whatever stopped the run; `banner()` is what a run prints first.
 """
+import contextlib
 import json
 import os
 import platform
@@ -14,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from common import batched_eval, checkpoints, cli, config, deferred, dist, files, resilience, resume, scripts, speed, validate, weights_fit
+from common import batched_eval, checkpoints, cli, config, deferred, dist, faults, files, resilience, resume, scripts, speed, validate, weights_fit
 from common.errors import SetupError
 
 
@@ -28,13 +29,7 @@ def prepare(cfg, s, plan):
     cfg['env_cfg']['dist_cfg']['timeout'] = s.DIST_TIMEOUT_S
     os.environ.setdefault('TORCH_NCCL_ASYNC_ERROR_HANDLING', '1')  # a dead rank fails the others
     speed.apply(cfg, plan)
-    speed.set_global_flags(plan)
-    speed.sync_free_accuracy()
-    if _backbone_type(cfg) in ('BEiT', 'MAE'):
-        from common import fixed_window
-        fixed_window.install()  # their pretrained tables resize without scipy's removed interp2d
-    if plan['precision'] != 'fp32':
-        speed.keep_deformable_attention_fp32()  # a no-op for models without it
+    checkpoints.write_atomically(cfg)
     if not torch.cuda.is_available():
         cfg['env_cfg']['dist_cfg']['backend'] = 'gloo'
         config.sync_bn_to_bn(cfg)
@@ -45,8 +40,24 @@ def prepare(cfg, s, plan):
     resilience.survive_group_signals(cfg, dist.rank_from_env())
     # So the config the run writes (work_dir/<time>/vis_data/config.py) builds elsewhere too: the
     # modules that register its worker init, samplers and loops.
-    config.add_imports(cfg, 'common.resilience', 'common.batched_eval', 'common.resume')
+    config.add_imports(cfg, 'common.resilience', 'common.batched_eval', 'common.resume', 'common.checkpoints')
     return resume.plan(cfg, s)
+
+
+@contextlib.contextmanager
+def changes_of_a_run(cfg, plan):
+    """What a run changes in torch, mmseg and mmengine beyond the parts it registers (optimizer
+    wrappers, loops, samplers, hooks, the checkpoint file backend), undone when it ends, so that
+    whatever runs next in the process (another run, a notebook's code) meets the stock libraries."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(speed.global_flags(plan))          # TF32 (GPU)
+        stack.enter_context(speed.sync_free_accuracy())        # mmseg heads' logged accuracy
+        if _backbone_type(cfg) in ('BEiT', 'MAE'):
+            from common import fixed_window
+            stack.enter_context(fixed_window.resizing())       # pretrained tables without scipy's interp2d
+        stack.enter_context(faults.loss_faults())              # tests only (ADE_TRAIN_FAULT)
+        stack.enter_context(resilience.signal_handlers())      # pre-emption
+        yield
 
 
 def _backbone_type(cfg):
@@ -70,9 +81,10 @@ def _reference_line(s):
     return line + ')'
 
 
-def banner(s, world, plan=None):
+def banner(s, world, plan=None, sync_bn=False, cuda=None):
     """The run's first lines: the recipe and its numbers, the total batch against the recipe's, the
-    speed plan, and the --accumulate that restores the recipe's batch."""
+    speed plan, the --accumulate that restores the recipe's batch, and (`sync_bn`: the recipe
+    normalises with SyncBN) what batch normalisation sees in this run."""
     total = s.BATCH_PER_GPU * world * s.ACCUMULATE
     ref_total = s.reference.get('total_batch', 16)
     lines = [f'[{s.SCRIPT}] {_reference_line(s)}',
@@ -84,8 +96,29 @@ def banner(s, world, plan=None):
     if total != ref_total and ref_total % (s.BATCH_PER_GPU * world) == 0:
         lines.append(f'[{s.SCRIPT}] to keep {ref_total} on {world} GPU(s): --accumulate '
                      f'{ref_total // (s.BATCH_PER_GPU * world)}')
+    if sync_bn:
+        lines += _norm_batch_lines(s, world, ref_total, cuda)
     lines += [f'[{s.SCRIPT}] note: {note}' for note in validate.notes(s)]
     return '\n'.join(lines)
+
+
+def _norm_batch_lines(s, world, ref_total, cuda=None):
+    """SyncBN is BN when the run is not distributed on GPUs (mmengine converts it on one GPU, this
+    project on a CPU): each BN layer then normalises over BATCH_PER_GPU images, not the recipe's
+    total; --accumulate restores the optimizer's batch, not BN's."""
+    import torch
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda and world > 1:
+        return []  # real SyncBN over BATCH_PER_GPU x world
+    per_step = s.BATCH_PER_GPU
+    line = (f'[{s.SCRIPT}] BN: the recipe\'s SyncBN normalises over {ref_total} images; here each process '
+            f'normalises alone, over {per_step} image(s) per step (--accumulate restores the optimizer\'s batch, '
+            'not BN\'s)')
+    nearer = next((b for b in (8, 4) if b > per_step and ref_total % (b * world) == 0), None)
+    if nearer:
+        line += (f'. Nearer the recipe where memory allows: --batch-per-gpu {nearer} --accumulate '
+                 f'{ref_total // (nearer * world)}')
+    return [line]
 
 
 # ---------------------------------------------------------------- recording the run
@@ -192,13 +225,17 @@ def save_predictions_picture(runner, path, count=4):
 def train(cfg, s, plan, started):
     """Build mmengine's Runner from the prepared config and train; summary.json in every case.
     `started`: when this run began (its summary's startup_s counts from there)."""
+    with changes_of_a_run(cfg, plan):
+        _train(cfg, s, plan, started)
+
+
+def _train(cfg, s, plan, started):
     from mmengine.config import Config
-    checkpoints.install_atomic_writes()
     runner = speed.runner_class(plan).from_cfg(Config(cfg))
     recorder = _make_recorder(started)
     runner.register_hook(recorder)
     runner.register_hook(resilience.make_guard_hook(s.ON_NONFINITE_LOSS))
-    resilience.install_signal_handlers()
+    runner.register_hook(resume.make_layout_hook())  # a resumed optimizer state in its parameters' layout
     start, status, stopped_at = time.time(), 'failed', None
     deferred.install(runner.message_hub)  # loss terms stay on the device until a log line reads them
     try:

@@ -192,7 +192,7 @@ def test_refuses_what_it_cannot_convert(tmp_path, capsys):
 # ---------------------------------------------------------------- the table resize without interp2d
 
 def test_the_pinned_scipy_has_no_interp2d():
-    """The trap fixed_window.install removes: mmseg's BEiT calls this to resize a pretrained table."""
+    """The trap fixed_window.resizing removes: mmseg's BEiT calls this to resize a pretrained table."""
     from scipy import interpolate
     with pytest.raises(NotImplementedError):
         interpolate.interp2d([0, 1, 2, 3], [0, 1, 2, 3], np.zeros((4, 4)), kind='cubic')
@@ -227,13 +227,13 @@ def test_a_pretrained_table_of_another_window_loads_through_mmseg(tmp_path):
     """mmseg's BEiT init path (init_cfg Pretrained -> resize_rel_pos_embed) with a table of window 7
     (rows 13^2 + 3) into a window-4 model (7^2 + 3): resized, class-token rows kept, centre kept."""
     from common import weights_fit
-    fixed_window.install()
-    assert fixed_window.installed()
     sd = beit_state_dict(window=7, seed=3)
     dst = converted(tmp_path, sd)
     model = mmseg_backbone('BEiT', window=4, init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
-    with weights_fit.must_fit():
+    with weights_fit.must_fit(), fixed_window.resizing():
+        assert fixed_window.installed()
         model.init_weights()
+    assert not fixed_window.installed(), "mmseg's own method again after the run"
     table = model.state_dict()['layers.1.attn.relative_position_bias_table']
     source = sd['blocks.1.attn.relative_position_bias_table']
     assert table.shape == (7 ** 2 + 3, HEADS)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import TINY, load_script
-from common import speed
+from common import kernel_guard, speed
 from common.errors import SetupError
 
 
@@ -30,7 +30,7 @@ def test_auto_is_fp32_on_a_cpu_and_bf16_on_a_modern_gpu():
     assert speed.plan(settings(PRECISION='bf16', CHANNELS_LAST='on'), cuda=False)['precision'] == 'bf16'
 
 
-@pytest.mark.parametrize('bad', [dict(PRECISION='half'), dict(CHANNELS_LAST='maybe'), dict(PRECISION='fp16')])
+@pytest.mark.parametrize('bad', [dict(PRECISION='half'), dict(CHANNELS_LAST='maybe')])
 def test_bad_speed_settings_are_one_clear_error(bad):
     with pytest.raises(SetupError) as err:
         speed.plan(settings(**bad), cuda=False)
@@ -50,13 +50,15 @@ def test_gpu_plan_rewrites_the_run_config_not_the_recipe(tmp_path):
     assert 'common.speed' in cfg['custom_imports']['imports']
     assert recipe['optim_wrapper']['type'] == 'OptimWrapper'  # apply() works on the run's copy
     fp16 = speed.apply(copy.deepcopy(recipe), speed.plan(settings(PRECISION='fp16'), cuda=True), cuda=True)
-    assert fp16['optim_wrapper']['type'] == 'AmpOptimWrapper' and fp16['optim_wrapper']['loss_scale'] == 'dynamic'
+    assert fp16['optim_wrapper']['type'] == 'ScaledAutocastOptimWrapper' and fp16['optim_wrapper']['loss_scale'] == 'dynamic'
+    # fp16 runs on a CPU too (torch.amp.GradScaler for the parameters' device): tested there.
+    assert speed.plan(settings(PRECISION='fp16'), cuda=False)['precision'] == 'fp16'
     # The recipe's fp16 (PoolFormer) becomes plain fp32 on a CPU, where mmengine's loss scaler cannot run.
     poolformer = load_script('train_poolformer')
     pool_recipe = poolformer.build_config(cli.parse(vars(poolformer), []))
     assert pool_recipe['optim_wrapper']['type'] == 'AmpOptimWrapper'
     on_cpu = speed.apply(copy.deepcopy(pool_recipe), speed.plan(settings(), cuda=False), cuda=False)
-    assert on_cpu['optim_wrapper']['type'] == 'OptimWrapper' and 'loss_scale' not in on_cpu['optim_wrapper']
+    assert on_cpu['optim_wrapper']['type'] == 'GuardedOptimWrapper' and 'loss_scale' not in on_cpu['optim_wrapper']
 
 
 def test_autocast_wrapper_runs_the_forward_in_bf16_and_steps_fp32_weights():
@@ -74,12 +76,13 @@ def test_autocast_wrapper_runs_the_forward_in_bf16_and_steps_fp32_weights():
 
 def test_deformable_attention_stays_fp32_under_bf16_autocast():
     """mmcv's MultiScaleDeformableAttention (Mask2Former's pixel decoder) has no bf16 CUDA kernel:
-    under bf16 autocast it runs in fp32, and gives exactly the fp32 result."""
+    under bf16 autocast it runs in fp32 (the kernel guard every run puts on the model), and gives
+    exactly the fp32 result."""
     from mmcv.ops import MultiScaleDeformableAttention
-    speed.keep_deformable_attention_fp32()
     torch.manual_seed(0)
     attn = MultiScaleDeformableAttention(embed_dims=32, num_heads=4, num_levels=2, num_points=2,
                                          batch_first=True).eval()  # eval: no dropout
+    assert kernel_guard.guard_kernels(attn) == ['']  # the module itself
     shapes = torch.tensor([[8, 8], [4, 4]])
     start = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
     length = int((shapes[:, 0] * shapes[:, 1]).sum())
@@ -156,8 +159,6 @@ def test_data_speed_measures_the_scripts_own_pipeline(tiny_data, tmp_path, capsy
 def test_side_by_side_with_stock_mmsegmentation(tiny_data, tmp_path):
     """The GPU speed comparison's harness, on the CPU: both runs happen and the table is written."""
     from common import vs_stock
-    if not vs_stock.STOCK_SCRIPT.is_file():
-        pytest.skip(f'{vs_stock.STOCK_SCRIPT} is not beside this checkout')
     code = vs_stock.main(['--data-root', tiny_data, '--scripts', 'segformer', '--batches', '1', '--iters', '3',
                           '--warmup', '1', '--out', str(tmp_path / 'out'), '--work', str(tmp_path / 'work'),
                           '--', '--num-workers', '0'])
@@ -167,5 +168,8 @@ def test_side_by_side_with_stock_mmsegmentation(tiny_data, tmp_path):
     assert row['stock_img_per_sec'] > 0 and row['ours_img_per_sec'] > 0
     assert row['ratio'] == pytest.approx(row['ours_img_per_sec'] / row['stock_img_per_sec'], rel=0.01)
     assert row['precision'] == 'fp32'  # a CPU
+    # the repository's baseline, in a process that trained with the packages' own code
+    assert row['stock_cmd'].split()[0] == str(vs_stock.ROOT / 'tools' / 'stock_mmseg_train.py')
+    assert row['stock_check']['stock'] is True and row['stock_check']['project_modules'] == []
     table = (tmp_path / 'out' / 'vs_stock.md').read_text()
     assert '| segformer | 1 |' in table and 'common.vs_stock' in table
