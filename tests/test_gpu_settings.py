@@ -168,6 +168,11 @@ def test_a_checkpoint_of_an_nchw_run_resumes_with_channels_last_and_the_fused_st
     assert summary['status'] == 'finished' and summary['start_iter'] == 2 and summary['speed']['channels_last']
     assert 'optimizer state tensors given their parameters\' memory layout' in second.stdout + second.stderr
     assert all(v == v for v in losses(work).values())
+    # The state the resumed run stepped (and saved) is NHWC like its parameters: CUDA's fused kernels
+    # refuse a mix (a CPU's take it, so the layout itself is what is checked here).
+    state = torch.load(work / 'iter_4.pth', map_location='cpu', weights_only=False)['optimizer']['state']
+    four_d = [t for per_param in state.values() for t in per_param.values() if isinstance(t, torch.Tensor) and t.dim() == 4]
+    assert four_d and all(t.is_contiguous(memory_format=torch.channels_last) for t in four_d)
 
 
 def test_optimizer_state_takes_its_parameters_layout():
