@@ -39,6 +39,8 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
                  optimizer state fitted to this run (memory layout, fused step)
     train        one training run: prepare the config, the Runner and its hooks, banner, summary.json
     recipes      every official ADE20K config, the command that builds it, and where the two differ
+    stock_tools  what MMSegmentation's own tools need to run a dumped config: its custom_imports, and
+                 (imported by it) checkpoints' allow-list in torch's safe loading
 3. Using a trained checkpoint
     infer        MODES: --eval-only, --predict, --export-onnx, --flops, one module each
     infer.model  the one offline model (config + checkpoint, no pretrained file) and its logits function
@@ -100,7 +102,7 @@ LAYERS = {
     'fixed_window': 2, 'layouts': 2, 'pretrained': 2, 'inventory': 2,
     'gpu': 2, 'checks': 2, 'kernel_guard': 2, 'speed': 2, 'deferred': 2, 'host_reads': 2, 'resilience': 2, 'resume': 2,
     'batched_eval': 2, 'train': 2,
-    'recipes': 2,
+    'recipes': 2, 'stock_tools': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,
