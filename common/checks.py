@@ -67,8 +67,8 @@ def _pairs(root, split):
 
 # The end of a whole file: a JPEG's end-of-image marker, PNG's IEND chunk (always these 12 bytes:
 # length 0, type, CRC). A download or unzip cut short loses it; PIL's verify() reads a JPEG's headers
-# only, and OpenCV decodes what is there (grey below the cut) with a warning, so without this check
-# a half image would train beside its whole label.
+# only, and OpenCV decodes what is there (a flat colour below the cut) with a warning, so without
+# this check a half image would train beside its whole label.
 JPEG_SOI, JPEG_EOI = b'\xff\xd8', b'\xff\xd9'
 PNG_SIGNATURE, PNG_IEND = b'\x89PNG\r\n\x1a\n', b'\x00\x00\x00\x00IEND\xaeB`\x82'
 PADDING = b'\x00\r\n\t '  # what some writers leave after the end marker
