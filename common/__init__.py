@@ -76,6 +76,8 @@ How a run extends mmengine, mmcv and torch. Through their registries (what a run
 - torch's own allow-list: checkpoints.install adds mmengine's HistoryBuffer and numpy types to
   torch.load's weights-only safe globals, so mmengine's torch.load calls (resume, load_from,
   Pretrained init) stay safe; with --trust-checkpoint it sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD instead.
+  A config written by --dump-config names stock_tools in its custom_imports: importing it adds the same
+  allow-list in MMSegmentation's own tools (tools/train.py, tools/test.py, mmseg.apis).
 What has no registry lasts only while a run does (train.changes_of_a_run; weights_fit.must_fit inside
 runner.train()), and tests/test_library_changes.py checks that the libraries are stock after it:
 - speed.global_flags: TF32 for the matmuls and convolutions left in fp32 (GPU);

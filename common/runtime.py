@@ -10,7 +10,7 @@ import copy
 import time
 from pathlib import Path
 
-from common import checkpoints, checks, config, dist, gpu, resilience, speed, stock_tools, train, validate
+from common import checkpoints, checks, config, dist, gpu, resilience, speed, train, validate
 from common.errors import reported
 
 # Start-up time (summary.json `startup_s`) counts from the script's first import for the first run of
@@ -68,6 +68,7 @@ def _dump(cfg, s):
     (stock_tools: docs/stock_tools.md). What a run adds to its own copy when it starts (the speed
     plan, the loss guard, atomic checkpoint writes) is not in it: say so when the speed settings
     would train differently from the file."""
+    from common import stock_tools  # not at the top: importing it is what a dumped config does in the tools
     print(f'wrote {config.dump(stock_tools.portable(cfg), s.dump_config)}')
     plan = speed.plan(s)
     levers = [name for name in ('channels_last', 'tf32', 'fused_optimizer', 'compile') if plan[name]]
