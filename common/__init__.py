@@ -39,6 +39,8 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
                  optimizer state fitted to this run (memory layout, fused step)
     train        one training run: prepare the config, the Runner and its hooks, banner, summary.json
     recipes      every official ADE20K config, the command that builds it, and where the two differ
+    stock_tools  what MMSegmentation's own tools need to run a dumped config: its custom_imports, and
+                 (imported by it) checkpoints' allow-list in torch's safe loading
 3. Using a trained checkpoint
     infer        MODES: --eval-only, --predict, --export-onnx, --flops, one module each
     infer.model  the one offline model (config + checkpoint, no pretrained file) and its logits function
@@ -74,6 +76,8 @@ How a run extends mmengine, mmcv and torch. Through their registries (what a run
 - torch's own allow-list: checkpoints.install adds mmengine's HistoryBuffer and numpy types to
   torch.load's weights-only safe globals, so mmengine's torch.load calls (resume, load_from,
   Pretrained init) stay safe; with --trust-checkpoint it sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD instead.
+  A config written by --dump-config names stock_tools in its custom_imports: importing it adds the same
+  allow-list in MMSegmentation's own tools (tools/train.py, tools/test.py, mmseg.apis).
 What has no registry lasts only while a run does (train.changes_of_a_run; weights_fit.must_fit inside
 runner.train()), and tests/test_library_changes.py checks that the libraries are stock after it:
 - speed.global_flags: TF32 for the matmuls and convolutions left in fp32 (GPU);
@@ -100,7 +104,7 @@ LAYERS = {
     'fixed_window': 2, 'layouts': 2, 'pretrained': 2, 'inventory': 2,
     'gpu': 2, 'checks': 2, 'kernel_guard': 2, 'speed': 2, 'deferred': 2, 'host_reads': 2, 'resilience': 2, 'resume': 2,
     'batched_eval': 2, 'train': 2,
-    'recipes': 2,
+    'recipes': 2, 'stock_tools': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,

@@ -3,7 +3,8 @@
 `preflight(cfg, s)` checks the installation (mmcv's compiled ops, the packages the config names),
 the pretrained files, a --load-from checkpoint and the dataset, and raises SetupError naming what
 is wrong. `dataset(root)` checks the ADEChallengeData2016 layout, that every image has a label and back,
-that each file opens, that image and label sizes agree, and that labels hold only 0..150. Results
+that each file opens and ends whole (not cut short by a download or unzip), that image and label
+sizes agree, and that labels hold only 0..150. Results
 are cached per file (path, size, mtime), so the 25k-file ADE20K check costs its time once.
 """
 import hashlib
@@ -64,9 +65,51 @@ def _pairs(root, split):
     return [(images[s], labels[s]) for s in sorted(images)]
 
 
+# The end of a whole file: a JPEG's end-of-image marker, PNG's IEND chunk (always these 12 bytes:
+# length 0, type, CRC). A download or unzip cut short loses it; PIL's verify() reads a JPEG's headers
+# only, and OpenCV decodes what is there (a flat colour below the cut) with a warning, so without
+# this check a half image would train beside its whole label.
+JPEG_SOI, JPEG_EOI = b'\xff\xd8', b'\xff\xd9'
+PNG_SIGNATURE, PNG_IEND = b'\x89PNG\r\n\x1a\n', b'\x00\x00\x00\x00IEND\xaeB`\x82'
+PADDING = b'\x00\r\n\t '  # what some writers leave after the end marker
+TAIL = 4096  # bytes read from a file's end: the marker and any padding
+
+
+def cut_short(path):
+    """'' if the JPEG or PNG file at `path` ends whole, else why it looks cut short (other formats:
+    ''; the decoders judge them). Reads the file's first bytes and its last TAIL bytes; a JPEG
+    whose end is not the marker (data appended after it, or a cut) is decoded to the end to decide."""
+    with open(path, 'rb') as f:
+        head = f.read(len(PNG_SIGNATURE))
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - TAIL))
+        tail = f.read()
+    if head.startswith(JPEG_SOI):
+        if tail.rstrip(PADDING).endswith(JPEG_EOI):
+            return ''
+        try:  # PIL refuses a JPEG whose data ends early (unless ImageFile.LOAD_TRUNCATED_IMAGES is set)
+            with Image.open(path) as image:
+                image.load()
+            return ''
+        except Exception as exc:
+            return f'cut short at {size} bytes: no JPEG end marker (FF D9) and the data ends early ({exc})'
+    if head.startswith(PNG_SIGNATURE):
+        if PNG_IEND in tail or (size > TAIL and PNG_IEND in Path(path).read_bytes()):
+            return ''
+        return f'cut short at {size} bytes: no PNG end chunk (IEND)'
+    return ''
+
+
 def check_pair(image_path, label_path, num_classes=ade20k.NUM_CLASSES):
-    """'' if the pair is usable, else the reason. Decodes the label (the range needs its pixels)
-    but only the image header."""
+    """'' if the pair is usable, else the reason. Both files must end whole (cut_short); decodes
+    the label (the range needs its pixels) but only the image header."""
+    for kind, path in (('image', image_path), ('label', label_path)):
+        try:
+            cut = cut_short(path)
+        except OSError as exc:
+            return f'unreadable {kind} {path}: {type(exc).__name__}: {exc}'
+        if cut:
+            return f'truncated {kind} {path}: {cut}'
     try:
         with Image.open(image_path) as image:
             image_size = image.size
@@ -86,6 +129,10 @@ def check_pair(image_path, label_path, num_classes=ade20k.NUM_CLASSES):
     if top > num_classes:
         return f'label {label_path} holds value {top}: ADE20K labels are 0 (other) and 1..{num_classes}'
     return ''
+
+
+# Part of each cache key: a result cached by an older check_pair, which found less, is not reused.
+CHECK_VERSION = 2  # 2: files cut short (cut_short)
 
 
 def _cache_file(root):
@@ -109,7 +156,7 @@ def scan(root, splits=('train', 'val'), workers=None):
     bad, fresh = {}, {}
     for split in splits:
         pairs = _pairs(root, ade20k.SPLITS[split])
-        keys = [f'{img}|{_stamp(img)}|{_stamp(lbl)}' for img, lbl in pairs]
+        keys = [f'v{CHECK_VERSION}|{img}|{_stamp(img)}|{_stamp(lbl)}' for img, lbl in pairs]
         todo = [i for i, key in enumerate(keys) if key not in cache]
         with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
             reasons = pool.map(lambda i: check_pair(*pairs[i]), todo)
@@ -132,8 +179,11 @@ def dataset(root, splits=('train', 'val')):
     if problems:
         listed = '\n    '.join(f'{split}[{i}]: {reason}' for split, i, _, _, reason in problems[:MAX_LISTED])
         more = f'\n    ... and {len(problems) - MAX_LISTED} more' if len(problems) > MAX_LISTED else ''
+        cut = ('files cut short are what an interrupted download or unzip leaves: download or unpack them '
+               'again; otherwise ' if any(reason.startswith('truncated ') for *_, reason in problems) else '')
         raise SetupError(f'dataset {root}: {len(problems)} bad samples\n    {listed}{more}',
-                         'fix or remove these files (the check is cached; it reruns only for changed files)')
+                         f'{cut}fix or remove these files, or leave them out with --skip-bad-samples '
+                         '(the check is cached; it reruns only for changed files)')
 
 
 def pairs(root, split):

@@ -113,7 +113,8 @@ def build_parser(namespace, doc=None):
                      help=f'train on the generated demo dataset ({DEMO_DATA_ROOT}, made if missing) with '
                           f'CPU-sized settings: {DEMO_SETTINGS}; explicit flags still win')
     run.add_argument('--dump-config', metavar='PATH',
-                     help='write the complete resolved config (mmengine.Config.fromfile loads it) and exit')
+                     help='write the complete resolved config (mmengine.Config.fromfile loads it; MMSegmentation\'s '
+                          'tools/train.py and tools/test.py run it: docs/stock_tools.md) and exit')
     run.add_argument('--load-from', metavar='CKPT', help='start from these weights (not a resume)')
     run.add_argument('--no-pretrained', action='store_true', help='train from scratch: no pretrained backbone')
     run.add_argument('--no-resume', action='store_true',

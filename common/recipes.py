@@ -175,12 +175,14 @@ def compare(recipe, ours=None):
 
 
 def dump(out_dir):
-    """DIR/<official file name> (our resolved config) for each listed recipe, and DIR/recipes.json."""
+    """DIR/<official file name> (our resolved config, as --dump-config writes it: loadable by
+    MMSegmentation's own tools) for each listed recipe, and DIR/recipes.json."""
+    from common import stock_tools  # imports torch: only where configs are written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for recipe in listed():
-        config.dump(build(recipe), out_dir / Path(recipe['config']).name)
+        config.dump(stock_tools.portable(build(recipe)), out_dir / Path(recipe['config']).name)
         rows.append(dict(config=recipe['config'], command=command(recipe),
                          mIoU=recipe['reference'].get('mIoU'), mIoU_ms=recipe['reference'].get('mIoU_ms'),
                          deviations=[dict(key=k, why=v) for k, v in recipe['deviations'].items()]))

@@ -63,6 +63,21 @@ def run(build_config, s):
         _run(build_config, s, _run_starts[-1])
 
 
+def _dump(cfg, s):
+    """--dump-config: the recipe as this command builds it, loadable by MMSegmentation's own tools
+    (stock_tools: docs/stock_tools.md). What a run adds to its own copy when it starts (the speed
+    plan, the loss guard, atomic checkpoint writes) is not in it: say so when the speed settings
+    would train differently from the file."""
+    from common import stock_tools  # not at the top: importing it is what a dumped config does in the tools
+    print(f'wrote {config.dump(stock_tools.portable(cfg), s.dump_config)}')
+    plan = speed.plan(s)
+    levers = [name for name in ('channels_last', 'tf32', 'fused_optimizer', 'compile') if plan[name]]
+    if plan['precision'] != 'fp32' or levers:
+        print(f'[{s.SCRIPT}] note: the speed settings ({", ".join([plan["precision"], *levers])}) are applied by a run of '
+              f'train_{s.SCRIPT}.py, not written in the file: MMSegmentation\'s tools/train.py trains it in fp32 '
+              '(its --amp: fp16 with loss scaling)', flush=True)
+
+
 def _run(build_config, s, started):
     validate.refuse(validate.paths(s), 'paths')  # the settings' values: cli.parse
     if s.DEVICE == 'cpu':
@@ -70,7 +85,7 @@ def _run(build_config, s, started):
     checkpoints.install(trust=s.trust_checkpoint)
     cfg = build_config(s)
     if s.dump_config:
-        print(f'wrote {config.dump(cfg, s.dump_config)}')
+        _dump(cfg, s)
         return
     checks.device(cfg)  # a GPU torch cannot use stops here, not as a silent CPU run
     plan = speed.plan(s)  # precision, channels_last...: printed in the banner, kept in summary.json
