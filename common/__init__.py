@@ -45,8 +45,7 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
 4. The top
     runtime      defaults() (a script's runtime config) and run() (a script's whole life); nothing imports it
 5. Commands (`python -m common.<name>`)
-    env_check, download_ade20k, convert_vit, convert_beit, convert_swin, complexity, bench, bench_sh, plots, zoo,
-    vs_stock, data_speed
+    env_check, download_ade20k, convert_vit, convert_beit, convert_swin, zoo
     gpu_check    the GPU check (tools/gpu_check.sh): MEASUREMENTS in order, each in its time budget
     gpu_stages   its measurements (env, data, smoke, vs_stock, eval_precision, sync_free, eval_batch)
     gpu_report   its gpu_check.md and progress lines
@@ -85,9 +84,8 @@ runner.train()), and tests/test_library_changes.py checks that the libraries are
 - weights_fit.must_fit: mmengine's and torch's load_state_dict audit what a file leaves uninitialised;
 - faults.loss_faults (tests only, ADE_TRAIN_FAULT=nan@iter=N / overflow@iter=N): BaseModel.parse_losses.
 Also: train.prepare sets TORCH_NCCL_ASYNC_ERROR_HANDLING=1 (unless set), so a dead rank fails the others.
-- plots: matplotlib's Agg backend (no display needed).
 - inprocess (the GPU check only): registers the GpuCheckProbe hook in mmengine's HOOKS; sets SIGALRM's
-  handler during a run (its time limit). The stock baseline (tools/stock_mmseg_train.py) never runs in
+  handler during a run (its time limit). The stock baseline (tools/bench/stock_mmseg_train.py) never runs in
   a process of ours: none of these changes reach it.
 """
 
@@ -104,7 +102,6 @@ LAYERS = {
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,
-    'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'convert_swin': 5, 'complexity': 5, 'bench': 5, 'bench_sh': 5,
-    'plots': 5, 'convert_beit': 5,
-    'zoo': 5, 'vs_stock': 5, 'data_speed': 5, 'gpu_check': 5, 'gpu_stages': 5, 'gpu_report': 5, 'inprocess': 5,
+    'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'convert_swin': 5, 'convert_beit': 5,
+    'zoo': 5, 'gpu_check': 5, 'gpu_stages': 5, 'gpu_report': 5, 'inprocess': 5,
 }

@@ -16,7 +16,7 @@ MEASUREMENTS, in order, each a function of common/gpu_stages.py. Our scripts run
                   first (gpu_stages.SMOKE_FIRST: custom mmcv ops, unusual layouts; the core six last), with
                   its defaults (the GPU fast path), 512x512, batch 2, 4 iterations from scratch: status,
                   finite losses, s/iter, img/s, peak memory (reset per script), the precision it used
-  vs_stock        the six core scripts, 20 iterations, beside tools/stock_mmseg_train.py (the official
+  vs_stock        the six core scripts, 20 iterations, beside tools/bench/stock_mmseg_train.py (the official
                   config as the wheel's tools/train.py trains it, fp32) at the same batch 2: median s/iter
                   of the last 12. The baseline is a subprocess of its own, with its own log and time limit,
                   that imports nothing of this project, so none of this process's changes to mmengine,
@@ -57,7 +57,8 @@ import time
 import traceback
 from pathlib import Path
 
-from common import files, gpu_report, gpu_stages as stages, inprocess, scripts, vs_stock
+from common import files, gpu_report, gpu_stages as stages, inprocess, scripts
+from tools.bench import vs_stock
 from common.errors import SetupError, reported
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,7 +227,7 @@ def _checked(args):
     """The arguments a user can get wrong, refused before anything runs (SetupError, exit code 2)."""
     if not args.stock_script.is_file():
         raise SetupError(f'the stock baseline {args.stock_script} does not exist',
-                         'leave --stock-script out for tools/stock_mmseg_train.py, or name an existing file')
+                         'leave --stock-script out for tools/bench/stock_mmseg_train.py, or name an existing file')
     known = scripts.all_names()
     for flag, value in (('--scripts', args.scripts), ('--speed-scripts', args.speed_scripts)):
         unknown = [n for n in (value or '').split(',') if n and n not in known]
@@ -252,7 +253,7 @@ def parse(argv):
     p.add_argument('--smoke-iters', type=int, help='iterations of each smoke run (default 4)')
     p.add_argument('--speed-iters', type=int, help='iterations of each vs_stock run, ours and stock (default 30)')
     p.add_argument('--stock-script', type=Path, default=vs_stock.STOCK_SCRIPT,
-                   help='the stock baseline, run in a process of its own (default: tools/stock_mmseg_train.py)')
+                   help='the stock baseline, run in a process of its own (default: tools/bench/stock_mmseg_train.py)')
     p.add_argument('--resume', action='store_true', help='continue the run recorded in --work')
     p.add_argument('--started-at', type=float, help='when the check began (epoch s; tools/gpu_check.sh sets it)')
     args = p.parse_args(argv)

@@ -13,7 +13,8 @@ import shutil
 import statistics
 import subprocess
 
-from common import bench_sh, checkpoints, cli, demo_data, inprocess, scripts, vs_stock
+from common import checkpoints, cli, demo_data, inprocess, scripts
+from tools.bench import bench_sh, vs_stock
 
 EVAL_MODELS = ('fcn', 'segformer')      # evaluated in bf16 and fp32 on the same weights
 SYNC_FREE_MODULE = 'common.deferred'    # logged values kept on the device: no host sync per iteration
@@ -136,7 +137,7 @@ def smoke(ctx):
 
 def vs_stock_speed(ctx):
     """The core scripts beside stock MMSegmentation's training loop, same batch, data and iterations:
-    stock first, every config in one process of its own (tools/stock_mmseg_train.py, `_stock_run`),
+    stock first, every config in one process of its own (tools/bench/stock_mmseg_train.py, `_stock_run`),
     then ours, each in this process."""
     rows = ctx.stage.setdefault('models', {})
     p = ctx.plan

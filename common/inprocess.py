@@ -14,7 +14,7 @@ nature (a matcher's, OHEM's), which are counted by place instead (`expected_sync
 peak GPU memory (reset before the run) and what the run wrote. All output of a run goes to its log
 file; one that overruns `limit_s` is stopped by SIGALRM (Overtime).
 `cuda_ok()` says whether a failure left the CUDA context usable (an illegal memory access does not).
-The stock baseline never runs here: it gets a process of its own (common/vs_stock.py: run_stock), so
+The stock baseline never runs here: it gets a process of its own (tools/bench/vs_stock.py: run_stock), so
 that none of this project's changes to mmengine, mmcv, mmseg and torch reach it.
 """
 import contextlib
@@ -25,7 +25,8 @@ import time
 import traceback
 from pathlib import Path
 
-from common import bench, host_reads, scripts
+from common import host_reads, scripts
+from tools.bench import bench
 
 RECORDS = {}      # probe key -> what the probe hook saw in that run
 # When each run began. mmengine names a Runner's logger, message hub and scope by its experiment name

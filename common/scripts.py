@@ -17,7 +17,7 @@ module level, and runs nothing at import:
     REFERENCE        dict: the default variant's recipe, `config` (the path under mmseg's configs/)
                      and its published numbers (mIoU, mIoU_ms, mem_gb, fps, total_batch, crop_size);
                      read by reference_for (below: the banner, summary.json, metrics.json, the
-                     benchmark table), common.zoo, common.vs_stock and tests/test_recipes.py
+                     benchmark table), common.zoo, tools.bench.vs_stock and tests/test_recipes.py
     build_config(s)  settings (a SimpleNamespace from cli.parse) -> the complete config dict
     main(argv=None)  `s = cli.parse(globals(), argv, doc=__doc__)`, then `runtime.run(build_config, s)`
   may

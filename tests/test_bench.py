@@ -2,8 +2,8 @@
 tiny dataset, a fourth script that fails is recorded while the loop goes on, and the table, CSV,
 charts, complexity cache and training curves come out right.
 
-The benchmark runs in a temporary copy of the repository (common/, bench.sh, the three scripts and
-a broken one), so the broken script never appears among the real train_*.py."""
+The benchmark runs in a temporary copy of the repository (common/, tools/bench/, bench.sh, the three
+scripts and a broken one), so the broken script never appears among the real train_*.py."""
 import csv
 import json
 import os
@@ -26,13 +26,22 @@ def bench_sh(repo, *args):
                           capture_output=True, text=True, timeout=850)
 
 
+def copy_code(repo):
+    """What bench.sh runs besides the train scripts: common/, tools/bench/ and bench.sh itself."""
+    skip = shutil.ignore_patterns('__pycache__')
+    shutil.copytree(ROOT / 'common', repo / 'common', ignore=skip)
+    (repo / 'tools').mkdir(parents=True)
+    shutil.copy(ROOT / 'tools' / '__init__.py', repo / 'tools')
+    shutil.copytree(ROOT / 'tools' / 'bench', repo / 'tools' / 'bench', ignore=skip)
+    shutil.copy(ROOT / 'bench.sh', repo)
+
+
 @pytest.fixture(scope='module')
 def bench(tiny_data, tmp_path_factory):
     """(repo copy, finished bench.sh process): every train_*.py of the copy, 2 iterations each,
     the final evaluation on 2 of the 3 validation images, FLOPs counted at 64x64 to keep it quick."""
     repo = tmp_path_factory.mktemp('repo')
-    shutil.copytree(ROOT / 'common', repo / 'common', ignore=shutil.ignore_patterns('__pycache__'))
-    shutil.copy(ROOT / 'bench.sh', repo)
+    copy_code(repo)
     for name in SCRIPTS:
         shutil.copy(ROOT / f'{name}.py', repo)
     # Fails after its setup checks pass, as a real bug would: the decode head is not registered.
@@ -115,7 +124,7 @@ def test_evaluation_subset_is_symlinks(bench, tiny_data):
 
 
 def test_complexity_is_cached(bench, monkeypatch):
-    from common import complexity
+    from tools.bench import complexity
     repo, _ = bench
     cache = repo / 'benchmarks/complexity_cache.json'
     entries = json.loads(cache.read_text())
@@ -169,7 +178,7 @@ def test_curves_command_overlays_runs(bench, tmp_path):
     repo, _ = bench
     out = tmp_path / 'curves.png'
     runs = [repo / 'work_dirs/bench/tiny/fcn', repo / 'work_dirs/bench/tiny/segformer']
-    result = subprocess.run([sys.executable, '-m', 'common.plots', 'curves', *map(str, runs), '--out', str(out)],
+    result = subprocess.run([sys.executable, '-m', 'tools.bench.plots', 'curves', *map(str, runs), '--out', str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     with Image.open(out) as picture:
@@ -178,7 +187,7 @@ def test_curves_command_overlays_runs(bench, tmp_path):
 
 def test_curves_merge_a_resumed_run(tmp_path):
     """Two launches of one run: the resumed one restarted at step 3, so its steps 3..4 replace the first's."""
-    from common import plots
+    from tools.bench import plots
 
     def launch(folder, records):
         path = tmp_path / 'run' / folder / 'vis_data'
@@ -204,7 +213,7 @@ def test_curves_merge_a_resumed_run(tmp_path):
     ('just a last line\n\n', 'just a last line'),
 ])
 def test_error_line_from_stderr(stderr, expected):
-    from common import bench
+    from tools.bench import bench
     assert bench.error_from_stderr(stderr) == expected
 
 
@@ -212,8 +221,7 @@ def test_a_head_variant_is_benchmarked_with_its_own_reference(tiny_data, tmp_pat
     """`model:variant` sets HEAD in a script that has no BACKBONE: MobileNetV2 with the FCN head
     trains as that recipe and its row carries that recipe's reference mIoU, not DeepLabV3's."""
     repo = tmp_path / 'repo'
-    shutil.copytree(ROOT / 'common', repo / 'common', ignore=shutil.ignore_patterns('__pycache__'))
-    shutil.copy(ROOT / 'bench.sh', repo)
+    copy_code(repo)
     shutil.copy(ROOT / 'train_mobilenetv2.py', repo)
     result = bench_sh(repo, '--gpus', '0', '--iters', '2', '--name', 'head', '--data-root', tiny_data,
                       '--eval-images', '2', '--flops-size', '64', 'mobilenetv2:fcn', '--', *SCRIPT_FLAGS)

@@ -1,6 +1,6 @@
 """The GPU check (common/gpu_check.py): its dry run on the CPU goes through every measurement and writes
 gpu_check.json and gpu_check.md; its deadline, budgets, restarts and missing features behave; the stock
-baseline (tools/stock_mmseg_train.py) trains with the packages' own code in a process of its own; the
+baseline (tools/bench/stock_mmseg_train.py) trains with the packages' own code in a process of its own; the
 smoke stage's order and budget; syncs by nature (common/host_reads.py); tools/gpu_check.sh's two uses;
 nothing needs a folder beside the checkout."""
 import json
@@ -72,12 +72,12 @@ def test_dry_run_speed_and_evaluation(dry_run):
     assert stock['status'] == 'finished' and stock['img_per_sec'] > 0, stock
     assert models['segformer']['ratio'] == pytest.approx(
         models['segformer']['ours']['img_per_sec'] / stock['img_per_sec'], rel=0.02)
-    assert stock['command'].startswith('python tools/stock_mmseg_train.py segformer/segformer_mit-b0_8xb2-160k_ade20k')
+    assert stock['command'].startswith('python tools/bench/stock_mmseg_train.py segformer/segformer_mit-b0_8xb2-160k_ade20k')
     # The baseline ran in a process of its own, after ours had trained in this one (which patches
     # mmengine, mmseg, mmcv and torch: test_this_process_is_not_stock): what that process trained with.
     run = stages['vs_stock']['stock']
     assert run['status'] == 'finished' and run['stock'] is True and run['command'].startswith(
-        'python tools/stock_mmseg_train.py ')
+        'python tools/bench/stock_mmseg_train.py ')
     check = stock['stock_check']
     assert check['stock'] is True and check['project_modules'] == [] and check['tf32_as_at_start'], check
     assert check['OptimWrapper.update_params'] == \
@@ -86,7 +86,7 @@ def test_dry_run_speed_and_evaluation(dry_run):
     assert check['MultiScaleDeformableAttention.forward'] == \
         'mmcv.ops.multi_scale_deform_attn.MultiScaleDeformableAttention.forward'
     assert check['message_hub'] == 'mmengine.logging.message_hub.MessageHub'
-    assert dry_run.results['stock_script'] == 'tools/stock_mmseg_train.py'
+    assert dry_run.results['stock_script'] == 'tools/bench/stock_mmseg_train.py'
     for name, row in stages['eval_precision']['models'].items():
         assert row['status'] == 'finished', (name, row)
         assert set(row['runs']) == {'fp32', 'bf16'} and 'vs_stock run' in row['weights']
@@ -224,7 +224,7 @@ def test_a_run_in_this_process_stops_at_its_limit_then_the_next_run_records_its_
 
 def load_stock_baseline():
     import importlib.util
-    spec = importlib.util.spec_from_file_location('stock_mmseg_train', ROOT / 'tools' / 'stock_mmseg_train.py')
+    spec = importlib.util.spec_from_file_location('stock_mmseg_train', ROOT / 'tools' / 'bench' / 'stock_mmseg_train.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -273,7 +273,7 @@ def test_the_stock_check_tells_a_replacement_from_the_packages_own(monkeypatch):
 
 
 def test_the_stock_baseline_refuses_bad_arguments(tiny_data):
-    proc = subprocess.run([sys.executable, 'tools/stock_mmseg_train.py', 'fcn/no_such_config.py', '--data-root',
+    proc = subprocess.run([sys.executable, 'tools/bench/stock_mmseg_train.py', 'fcn/no_such_config.py', '--data-root',
                            tiny_data, '--iters', '3', '--warmup', '3'], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -283,15 +283,15 @@ def test_the_stock_baseline_refuses_bad_arguments(tiny_data):
 
 def test_the_baseline_imports_nothing_of_this_project():
     import ast
-    tree = ast.parse((ROOT / 'tools' / 'stock_mmseg_train.py').read_text())
+    tree = ast.parse((ROOT / 'tools' / 'bench' / 'stock_mmseg_train.py').read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert not [n for n in names if n.split('.')[0] in ('common', 'conftest')], names
+    assert not [n for n in names if n.split('.')[0] in ('common', 'tools', 'conftest')], names
 
 
 def test_a_process_past_its_limit_is_stopped_with_its_children(tmp_path):
     """The stock baseline's time limit (vs_stock.run): its whole session goes, data loader workers too."""
-    from common import vs_stock
+    from tools.bench import vs_stock
 
     def alive(pid):
         try:
@@ -333,7 +333,8 @@ def test_no_file_outside_ci_names_the_folder_beside_the_checkout():
 # ---------------------------------------------------------------- the smoke stage's order and budget
 
 def test_the_smoke_stage_takes_the_likeliest_failures_first_and_the_core_last():
-    from common import gpu_stages, scripts, vs_stock
+    from common import gpu_stages, scripts
+    from tools.bench import vs_stock
     names = scripts.all_names()
     order = gpu_stages.smoke_order(names)
     assert sorted(order) == sorted(names) and len(order) == len(set(order)) == 39

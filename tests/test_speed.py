@@ -146,7 +146,7 @@ def test_compile_trains_and_keeps_checkpoint_keys(tiny_data, tmp_path, monkeypat
 
 
 def test_data_speed_measures_the_scripts_own_pipeline(tiny_data, tmp_path, capsys):
-    from common import data_speed
+    from tools.bench import data_speed
     out = tmp_path / 'data.json'
     result = data_speed.main(['train_pspnet.py', '--data-root', tiny_data, '--crop-size', '64',
                               '--workers', '0,1', '--batches', '4', '--target', '50', '--json', str(out)])
@@ -158,7 +158,7 @@ def test_data_speed_measures_the_scripts_own_pipeline(tiny_data, tmp_path, capsy
 
 def test_side_by_side_with_stock_mmsegmentation(tiny_data, tmp_path):
     """The GPU speed comparison's harness, on the CPU: both runs happen and the table is written."""
-    from common import vs_stock
+    from tools.bench import vs_stock
     code = vs_stock.main(['--data-root', tiny_data, '--scripts', 'segformer', '--batches', '1', '--iters', '3',
                           '--warmup', '1', '--out', str(tmp_path / 'out'), '--work', str(tmp_path / 'work'),
                           '--', '--num-workers', '0'])
@@ -169,7 +169,7 @@ def test_side_by_side_with_stock_mmsegmentation(tiny_data, tmp_path):
     assert row['ratio'] == pytest.approx(row['ours_img_per_sec'] / row['stock_img_per_sec'], rel=0.01)
     assert row['precision'] == 'fp32'  # a CPU
     # the repository's baseline, in a process that trained with the packages' own code
-    assert row['stock_cmd'].split()[0] == str(vs_stock.ROOT / 'tools' / 'stock_mmseg_train.py')
+    assert row['stock_cmd'].split()[0] == str(vs_stock.ROOT / 'tools' / 'bench' / 'stock_mmseg_train.py')
     assert row['stock_check']['stock'] is True and row['stock_check']['project_modules'] == []
     table = (tmp_path / 'out' / 'vs_stock.md').read_text()
-    assert '| segformer | 1 |' in table and 'common.vs_stock' in table
+    assert '| segformer | 1 |' in table and 'tools.bench.vs_stock' in table

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check (common/gpu_check.py): every train script on the GPU, then the core six beside stock
-# MMSegmentation (tools/stock_mmseg_train.py, in a process of its own).
+# MMSegmentation (tools/bench/stock_mmseg_train.py, in a process of its own).
 #
 #   bash tools/gpu_check.sh --out DIR              # a GPU machine with this repository's .venv (bash setup.sh):
 #                                                  #   runs with .venv/bin/python as it is, installs nothing
