@@ -32,7 +32,6 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     kernel_guard ops the fast path cannot feed as they are (mmcv's compiled kernels, NCHW-only code): fp32, NCHW
     speed        how a run uses the machine: precision, channels_last, TF32, fused step, compile
     deferred     logged tensors stay on the device until a log line reads them (no wait per iteration)
-    host_reads   the host reads a recipe makes by its nature (matcher, OHEM): recognised from a stack
     resilience   pre-emption signals and the non-finite-loss guard
     batched_eval validation in batches of same-shape images (EVAL_BATCH), exact on one or several GPUs
     resume       which checkpoint a run resumes from, its data order continued without replay, and its
@@ -46,10 +45,6 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     runtime      defaults() (a script's runtime config) and run() (a script's whole life); nothing imports it
 5. Commands (`python -m common.<name>`)
     env_check, download_ade20k, convert_vit, convert_beit, convert_swin, zoo
-    gpu_check    the GPU check (tools/gpu_check.sh): MEASUREMENTS in order, each in its time budget
-    gpu_stages   its measurements (env, data, smoke, vs_stock, eval_precision, sync_free, eval_batch)
-    gpu_report   its gpu_check.md and progress lines
-    inprocess    a train script run inside this process: probe, time limit, log, checked syncs
 
 How a run extends mmengine, mmcv and torch. Through their registries (what a run's config names):
 - resilience: GuardedOptimWrapper (fp32), and speed's AutocastOptimWrapper (bf16, no loss scaler) and
@@ -84,9 +79,6 @@ runner.train()), and tests/test_library_changes.py checks that the libraries are
 - weights_fit.must_fit: mmengine's and torch's load_state_dict audit what a file leaves uninitialised;
 - faults.loss_faults (tests only, ADE_TRAIN_FAULT=nan@iter=N / overflow@iter=N): BaseModel.parse_losses.
 Also: train.prepare sets TORCH_NCCL_ASYNC_ERROR_HANDLING=1 (unless set), so a dead rank fails the others.
-- inprocess (the GPU check only): registers the GpuCheckProbe hook in mmengine's HOOKS; sets SIGALRM's
-  handler during a run (its time limit). The stock baseline (tools/bench/stock_mmseg_train.py) never runs in
-  a process of ours: none of these changes reach it.
 """
 
 # module -> layer (see above): tests/test_architecture.py checks that every module is listed and
@@ -96,12 +88,12 @@ LAYERS = {
     'ade20k': 1, 'schedules': 1, 'models': 1,
     'scripts': 2, 'validate': 2, 'cli': 2, 'config': 2, 'dist': 2, 'demo_data': 2, 'checkpoints': 2, 'weights_fit': 2,
     'fixed_window': 2, 'layouts': 2, 'pretrained': 2, 'inventory': 2,
-    'gpu': 2, 'checks': 2, 'kernel_guard': 2, 'speed': 2, 'deferred': 2, 'host_reads': 2, 'resilience': 2, 'resume': 2,
+    'gpu': 2, 'checks': 2, 'kernel_guard': 2, 'speed': 2, 'deferred': 2, 'resilience': 2, 'resume': 2,
     'batched_eval': 2, 'train': 2,
     'recipes': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,
     'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'convert_swin': 5, 'convert_beit': 5,
-    'zoo': 5, 'gpu_check': 5, 'gpu_stages': 5, 'gpu_report': 5, 'inprocess': 5,
+    'zoo': 5,
 }

@@ -7,7 +7,7 @@ training (val_begin past the end), a checkpoint only where asked, a unique exper
 keys its per-run logger and message hub by name and second), and a probe hook that copies each
 iteration's loss and time out of the message hub once, when training ends, so the run waits for
 nothing more than it would. With `sync_check`, iterations that neither log nor save nor are the first
-or the last run under torch.cuda.set_sync_debug_mode (common/host_reads.py: Syncs.armed): a sync
+or the last run under torch.cuda.set_sync_debug_mode (host_reads.py: Syncs.armed): a sync
 fails the run, and the traceback's end says where, unless it is one of the script's host reads by
 nature (a matcher's, OHEM's), which are counted by place instead (`expected_syncs`).
 `evaluate(...)` runs a script's --eval-only. Each returns a dict: exit code, the error line, seconds,
@@ -25,8 +25,9 @@ import time
 import traceback
 from pathlib import Path
 
-from common import host_reads, scripts
+from common import scripts
 from tools.bench import bench
+from tools.gpu_check import host_reads
 
 RECORDS = {}      # probe key -> what the probe hook saw in that run
 # When each run began. mmengine names a Runner's logger, message hub and scope by its experiment name

@@ -1,5 +1,5 @@
 """The GPU check's measurements: each a function of the check's context that returns its results
-(common/gpu_check.py runs them in order, each within its time budget, and writes what they return).
+(tools/gpu_check/check.py runs them in order, each within its time budget, and writes what they return).
 
 A measurement that needs a feature the checkout may not have yet comes with a probe (`*_missing`)
 that returns why it cannot run, recorded as 'not available', or None: it lights up once the feature
@@ -13,8 +13,9 @@ import shutil
 import statistics
 import subprocess
 
-from common import checkpoints, cli, demo_data, inprocess, scripts
+from common import checkpoints, cli, demo_data, scripts
 from tools.bench import bench_sh, vs_stock
+from tools.gpu_check import inprocess
 
 EVAL_MODELS = ('fcn', 'segformer')      # evaluated in bf16 and fp32 on the same weights
 SYNC_FREE_MODULE = 'common.deferred'    # logged values kept on the device: no host sync per iteration
