@@ -37,14 +37,13 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     resume       which checkpoint a run resumes from, its data order continued without replay, and its
                  optimizer state fitted to this run (memory layout, fused step)
     train        one training run: prepare the config, the Runner and its hooks, banner, summary.json
-    recipes      every official ADE20K config, the command that builds it, and where the two differ
 3. Using a trained checkpoint
     infer        MODES: --eval-only, --predict, --export-onnx, --flops, one module each
     infer.model  the one offline model (config + checkpoint, no pretrained file) and its logits function
 4. The top
     runtime      defaults() (a script's runtime config) and run() (a script's whole life); nothing imports it
 5. Commands (`python -m common.<name>`)
-    env_check, download_ade20k, convert_vit, convert_beit, convert_swin, zoo
+    env_check, download_ade20k, convert_vit, convert_beit, convert_swin
 
 How a run extends mmengine, mmcv and torch. Through their registries (what a run's config names):
 - resilience: GuardedOptimWrapper (fp32), and speed's AutocastOptimWrapper (bf16, no loss scaler) and
@@ -90,10 +89,8 @@ LAYERS = {
     'fixed_window': 2, 'layouts': 2, 'pretrained': 2, 'inventory': 2,
     'gpu': 2, 'checks': 2, 'kernel_guard': 2, 'speed': 2, 'deferred': 2, 'resilience': 2, 'resume': 2,
     'batched_eval': 2, 'train': 2,
-    'recipes': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,
     'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'convert_swin': 5, 'convert_beit': 5,
-    'zoo': 5,
 }
