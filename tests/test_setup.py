@@ -47,7 +47,7 @@ def machine(tmp_path):
                                   text=True, env=env, cwd=ROOT, check=True).stdout
 
         def gpu(self, *rows):
-            """A stand-in nvidia-smi answering setup_plan's query with these 'name, driver, cap' rows."""
+            """A stand-in nvidia-smi answering the plan's query with these 'name, driver, cap' rows."""
             listing = '\n'.join(rows)
             _script(bin_dir / 'nvidia-smi',
                     'case "$*" in *--query-gpu=name,driver_version,compute_cap*--format=csv,noheader*)\n'
