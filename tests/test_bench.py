@@ -60,6 +60,7 @@ def read_csv(path):
         return {row['model']: row for row in csv.DictReader(handle)}
 
 
+@pytest.mark.slow
 def test_every_script_runs_and_a_failure_is_recorded(bench):
     repo, result = bench
     assert result.returncode == 1, 'exit status 1: one model failed'
@@ -96,6 +97,7 @@ def test_every_script_runs_and_a_failure_is_recorded(bench):
     assert 'train_fcn.py --max-iters 2 --val-interval 2' in command and '--no-pretrained' in command
 
 
+@pytest.mark.slow
 def test_markdown_table(bench):
     repo, _ = bench
     text = (repo / 'benchmarks/tiny/results.md').read_text()
@@ -108,6 +110,7 @@ def test_markdown_table(bench):
     assert '![training img/s and peak memory per model](speed_memory.png)' in text
 
 
+@pytest.mark.slow
 def test_charts_are_pictures(bench):
     repo, _ = bench
     for name in ('speed_memory.png', 'miou_vs_speed.png'):
@@ -115,6 +118,7 @@ def test_charts_are_pictures(bench):
             assert picture.format == 'PNG' and picture.width >= 800 and picture.height >= 300
 
 
+@pytest.mark.slow
 def test_evaluation_subset_is_symlinks(bench, tiny_data):
     repo, _ = bench
     subset = repo / 'work_dirs/bench/tiny/data/ADEChallengeData2016'
@@ -124,6 +128,7 @@ def test_evaluation_subset_is_symlinks(bench, tiny_data):
     assert len(list((subset / 'annotations/validation').iterdir())) == 2
 
 
+@pytest.mark.slow
 def test_complexity_is_cached(bench, monkeypatch):
     from tools.bench import complexity
     repo, _ = bench
@@ -141,6 +146,7 @@ def test_complexity_is_cached(bench, monkeypatch):
         complexity.lookup('train_fcn', None, (96, 96), cache, root=repo)  # another size: not in the cache
 
 
+@pytest.mark.slow
 def test_bad_models_variants_and_options_are_refused_before_anything_runs(bench, tiny_data):
     repo, _ = bench
     result = bench_sh(repo, '--gpus', '3', '--iters', '0', '--eval-images', 'some', '--name', 'bad',
@@ -152,12 +158,14 @@ def test_bad_models_variants_and_options_are_refused_before_anything_runs(bench,
     assert 'Traceback' not in err and not (repo / 'work_dirs/bench/bad').exists(), 'nothing may run'
 
 
+@pytest.mark.slow
 def test_bad_option_is_refused(bench):
     repo, _ = bench
     result = bench_sh(repo, '--itres', '5')
     assert result.returncode == 2 and 'unknown option --itres' in result.stderr
 
 
+@pytest.mark.slow
 def test_a_timed_out_model_keeps_its_checkpoint_and_is_recorded_as_timed_out(bench, tiny_data):
     """bench.sh's timeout signals the whole process group, dataloader workers included: the script
     saves its current iteration like a pre-emption, and the loop goes on to the table."""
@@ -175,6 +183,7 @@ def test_a_timed_out_model_keeps_its_checkpoint_and_is_recorded_as_timed_out(ben
     assert row['status'] == 'timed out' and 'checkpoint kept' in row['error']
 
 
+@pytest.mark.slow
 def test_curves_command_overlays_runs(bench, tmp_path):
     repo, _ = bench
     out = tmp_path / 'curves.png'
@@ -218,6 +227,7 @@ def test_error_line_from_stderr(stderr, expected):
     assert bench.error_from_stderr(stderr) == expected
 
 
+@pytest.mark.slow
 def test_a_head_variant_is_benchmarked_with_its_own_reference(tiny_data, tmp_path):
     """`model:variant` sets HEAD in a script that has no BACKBONE: MobileNetV2 with the FCN head
     trains as that recipe and its row carries that recipe's reference mIoU, not DeepLabV3's."""
@@ -238,6 +248,7 @@ def test_a_head_variant_is_benchmarked_with_its_own_reference(tiny_data, tmp_pat
 
 # ---------------------------------------------------------------- data_speed and vs_stock
 
+@pytest.mark.slow
 def test_data_speed_measures_the_scripts_own_pipeline(tiny_data, tmp_path, capsys):
     from tools.bench import data_speed
     out = tmp_path / 'data.json'
@@ -249,6 +260,7 @@ def test_data_speed_measures_the_scripts_own_pipeline(tiny_data, tmp_path, capsy
     assert '1 worker(s):' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_side_by_side_with_stock_mmsegmentation(tiny_data, tmp_path):
     """The GPU speed comparison's harness, on the CPU: both runs happen and the table is written."""
     from tools.bench import vs_stock

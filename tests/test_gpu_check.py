@@ -32,6 +32,7 @@ def dry_run(tmp_path_factory):
     return types.SimpleNamespace(proc=proc, folder=folder, results=results, seconds=time.time() - start)
 
 
+@pytest.mark.slow
 def test_dry_run_finishes_every_measurement(dry_run):
     r = dry_run.results
     assert dry_run.proc.returncode == 0, dry_run.proc.stdout[-3000:] + dry_run.proc.stderr[-3000:]
@@ -50,6 +51,7 @@ def test_dry_run_finishes_every_measurement(dry_run):
     assert r['elapsed_s'] < 60 * r['deadline_min']
 
 
+@pytest.mark.slow
 def test_dry_run_smoke_rows(dry_run):
     rows = dry_run.results['stages']['smoke']['scripts']
     assert list(rows) == ['fcn', 'segformer']
@@ -61,6 +63,7 @@ def test_dry_run_smoke_rows(dry_run):
         assert row['command'].startswith(f'python train_{name}.py ') and '--crop-size 64,64' in row['command']
 
 
+@pytest.mark.slow
 def test_dry_run_speed_and_evaluation(dry_run):
     stages = dry_run.results['stages']
     models = stages['vs_stock']['models']
@@ -95,6 +98,7 @@ def test_dry_run_speed_and_evaluation(dry_run):
         assert row['mIoU_diff'] == pytest.approx(row['runs']['bf16']['mIoU'] - row['runs']['fp32']['mIoU'], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_dry_run_writes_the_report_and_logs(dry_run):
     md = (dry_run.folder / 'gpu_check.md').read_text()
     assert md.startswith('# GPU check: cpu') and '**Dry run**' in md
@@ -109,6 +113,7 @@ def test_dry_run_writes_the_report_and_logs(dry_run):
     print(f'dry run: {dry_run.seconds:.0f} s')
 
 
+@pytest.mark.slow
 def test_dry_run_prints_which_scripts_work(dry_run):
     out = dry_run.proc.stdout
     assert '2 of 2 scripts work on cpu' in out, out[-3000:]
@@ -201,6 +206,7 @@ def test_the_optional_features_report_why_they_are_missing(monkeypatch):
 
 # ---------------------------------------------------------------- one run in this process
 
+@pytest.mark.slow
 def test_a_run_in_this_process_stops_at_its_limit_then_the_next_run_records_its_iterations(tiny_data, tmp_path):
     from tools.gpu_check import inprocess
     flags = ['--data-root', tiny_data, '--crop-size', '64', '--batch-per-gpu', '2', '--num-workers', '0']
@@ -230,6 +236,7 @@ def load_stock_baseline():
     return module
 
 
+@pytest.mark.slow
 def test_this_process_is_not_stock(tiny_data, tmp_path):
     """The other half of the dry run's stock_check: in a process where one of our scripts has trained,
     the same check says it is not stock, and names each of this project's replacements in place."""

@@ -1,5 +1,7 @@
 """README.md and docs/recipes.md stay true: the tables of scripts (README.md) and of all recipes
 (docs/recipes.md) are the generated ones and name every script."""
+import pytest
+
 from conftest import ROOT, SCRIPTS
 
 
@@ -16,6 +18,7 @@ def test_recipes_table_is_current():
     assert recipes.table() in (ROOT / 'docs' / 'recipes.md').read_text(), 'run `python -m tools.recipes.zoo --write`'
 
 
+@pytest.mark.slow
 def test_recipes_dump_loads(tmp_path):
     """--recipes --dump writes each config under its official name, loadable, and recipes.json naming it."""
     import json

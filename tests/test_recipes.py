@@ -82,6 +82,7 @@ def pair(request):
     return module, ref, mine, deviations
 
 
+@pytest.mark.slow
 def test_built_model_matches(pair):
     module, ref, mine, deviations = pair
     if any(_recipes.covers('model', key) for key in deviations):

@@ -98,6 +98,7 @@ def test_deformable_attention_stays_fp32_under_bf16_autocast():
     assert torch.allclose(mixed, fp32, atol=0.05)
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_training_and_evaluation_on_cpu(tiny_data, tmp_path):
     """The GPU's default path (bf16 autocast + channels_last) trains, evaluates and reports itself;
     its evaluation of the same checkpoint matches fp32's."""
@@ -125,6 +126,7 @@ def test_bf16_channels_last_training_and_evaluation_on_cpu(tiny_data, tmp_path):
     assert abs(results['bf16']['aAcc'] - results['fp32']['aAcc']) <= 2.0
 
 
+@pytest.mark.slow
 def test_compile_trains_and_keeps_checkpoint_keys(tiny_data, tmp_path, monkeypatch):
     """COMPILE compiles the backbone in place: training runs, and the checkpoint's keys are the eager
     model's (no `_orig_mod.`), so compiled and eager runs resume from each other's checkpoints.
