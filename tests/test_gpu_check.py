@@ -210,6 +210,11 @@ def test_the_optional_features_report_why_they_are_missing(monkeypatch):
 def test_a_run_in_this_process_stops_at_its_limit_then_the_next_run_records_its_iterations(tiny_data, tmp_path):
     from tools.gpu_check import inprocess
     flags = ['--data-root', tiny_data, '--crop-size', '64', '--batch-per-gpu', '2', '--num-workers', '0']
+    # A run's imports first, with time to spare: a limit that expired inside an import would leave that
+    # module half-initialised for the next run (as when this file runs before any other imported them).
+    warm = inprocess.train('segformer', [*flags, '--max-iters', '1'], tmp_path / 'warm', tmp_path / 'warm.log', 300,
+                           key='test_warm')
+    assert warm['exit_code'] == 0, warm.get('log_tail')
     cut = inprocess.train('segformer', [*flags, '--max-iters', '50'], tmp_path / 'cut', tmp_path / 'cut.log', 1.0,
                           key='test_cut')
     assert cut['exit_code'] == 124 and 'limit of 1 s' in cut['error'] and cut['log_tail']
