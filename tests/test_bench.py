@@ -248,7 +248,6 @@ def test_a_head_variant_is_benchmarked_with_its_own_reference(tiny_data, tmp_pat
 
 # ---------------------------------------------------------------- data_speed and vs_stock
 
-@pytest.mark.slow
 def test_data_speed_measures_the_scripts_own_pipeline(tiny_data, tmp_path, capsys):
     from tools.bench import data_speed
     out = tmp_path / 'data.json'
