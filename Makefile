@@ -1,7 +1,7 @@
 # The two commands of the README. Each installs what it needs first (setup.sh is idempotent).
 PY := .venv/bin/python
 
-.PHONY: setup demo test
+.PHONY: setup demo test test-fast
 
 setup:
 	bash setup.sh
@@ -13,6 +13,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest tests
+
+# The unit tests of every module, without the trainings and the slow end-to-end runs (pytest.ini: slow).
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow"
 
 .PHONY: bench
 bench: setup

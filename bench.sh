@@ -16,13 +16,13 @@
 # Each model trains in work_dirs/bench/NAME/<model>/ (emptied first; --no-resume), which keeps its
 # stdout.log, stderr.log, summary.json, JSON scalar logs and bench_run.txt (script, exit code,
 # seconds, the exact command). A model that fails is recorded with the end of its stderr and the
-# loop goes on. Then `python -m common.bench collect` writes benchmarks/NAME/results.csv,
+# loop goes on. Then `python -m tools.bench.bench collect` writes benchmarks/NAME/results.csv,
 # results.md, speed_memory.png and miou_vs_speed.png, with parameters and FLOPs at 512x512 (cached in
 # benchmarks/complexity_cache.json). The exit status is 1 if any model failed. Training curves of
-# runs: python -m common.plots curves work_dirs/bench/NAME/fcn work_dirs/bench/NAME/pspnet --out c.png
+# runs: python -m tools.bench.plots curves work_dirs/bench/NAME/fcn work_dirs/bench/NAME/pspnet --out c.png
 #
 # The loop is bash so that adapting it (another launcher, environment, model list) is editing a few
-# plain lines; reading logs and drawing the table is Python, in common/bench.py.
+# plain lines; reading logs and drawing the table is Python, in tools/bench/bench.py.
 set -uo pipefail  # no -e: one failing model must not stop the others
 cd "$(dirname "$0")"
 
@@ -61,7 +61,7 @@ while [ $# -gt 0 ]; do
 done
 [ -x "$PY" ] || PY=python
 # Every option and model name checked before anything runs (a typo costs a second, not an hour).
-"$PY" -m common.bench_sh check --iters "$ITERS" --gpus "$GPUS" --eval-images "$EVAL_IMAGES" \
+"$PY" -m tools.bench.bench_sh check --iters "$ITERS" --gpus "$GPUS" --eval-images "$EVAL_IMAGES" \
     --timeout "$TIMEOUT" --flops-size "$FLOPS_SIZE" "${MODELS[@]}" || exit 2
 if [ ${#MODELS[@]} -eq 0 ]; then
     for script in train_*.py; do MODELS+=("$(basename "$script" .py | sed 's/^train_//')"); done
@@ -89,7 +89,7 @@ fi
 mkdir -p "$BENCH_DIR"
 TRAIN_ROOT=$DATA_ROOT
 if [ "$EVAL_IMAGES" != all ]; then   # the same training data; fewer validation images (symlinks)
-    TRAIN_ROOT=$("$PY" -m common.bench_sh val-subset "$DATA_ROOT" "$EVAL_IMAGES" "$BENCH_DIR/data") || exit 2
+    TRAIN_ROOT=$("$PY" -m tools.bench.bench_sh val-subset "$DATA_ROOT" "$EVAL_IMAGES" "$BENCH_DIR/data") || exit 2
 fi
 printf 'name=%s\ndate=%s\nhost=%s\ngpus=%s\niters=%s\ndata_root=%s\ntrain_root=%s\nscript_flags=%s\n' \
     "$NAME" "$(date '+%Y-%m-%d %H:%M')" "$(hostname)" "$GPUS" "$ITERS" "$DATA_ROOT" "$TRAIN_ROOT" \
@@ -143,12 +143,12 @@ for i in "${!MODELS[@]}"; do
         echo "$step: done in $(hms $seconds), ${speed:-?} img/s"
     else
         FAILED=$((FAILED + 1))
-        error=$("$PY" -m common.bench error "$work/stderr.log")   # its ERROR: line, or the exception
+        error=$("$PY" -m tools.bench.bench error "$work/stderr.log")   # its ERROR: line, or the exception
         echo "$step: $([ "$timed_out" = 1 ] && echo 'TIMED OUT' || echo FAILED) (exit $code) after $(hms $seconds): $error"
         echo "    full log: $work/stderr.log"
     fi
 done
 echo "bench $NAME: $((TOTAL - FAILED)) of $TOTAL models ran, in $(hms $((SECONDS - START)))"
 
-"$PY" -m common.bench collect "$BENCH_DIR" --out "$OUT_DIR" --flops-size "$FLOPS_SIZE" || exit 2
+"$PY" -m tools.bench.bench collect "$BENCH_DIR" --out "$OUT_DIR" --flops-size "$FLOPS_SIZE" || exit 2
 [ "$FAILED" -eq 0 ]

@@ -11,7 +11,7 @@
 # a GPU (or TORCH_CUDA_ARCH_LIST names architectures, for a machine without one), built with the NVIDIA
 # compiler packages of requirements/mmcv-cuda-build*.txt: no system CUDA toolkit is needed. Otherwise CPU
 # ops. The choices and the settings that steer them (TORCH_CUDA, TORCH_CUDA_ARCH_LIST, CUDA_HOME) are
-# made by tools/setup_plan.py, before anything is installed; a choice that cannot work stops there (exit 2).
+# made by tools/setup/plan.py, before anything is installed; a choice that cannot work stops there (exit 2).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -29,9 +29,9 @@ PLAN_PY=$PYTHON
 [[ -x $VENV/bin/python ]] && PLAN_PY=$VENV/bin/python
 if [[ ${1:-} == --plan || ${SETUP_PLAN_ONLY:-} == 1 ]]; then
   [[ ${1:-} == --plan ]] && shift
-  exec "$PLAN_PY" tools/setup_plan.py --plan "$@"
+  exec "$PLAN_PY" -m tools.setup.plan --plan "$@"
 fi
-PLAN=$("$PLAN_PY" tools/setup_plan.py --shell) || exit $?
+PLAN=$("$PLAN_PY" -m tools.setup.plan --shell) || exit $?
 eval "$PLAN"
 
 STAMP_VALUE="$(cat "$LOCK" requirements/mmcv.txt requirements/mmcv-build.txt $CUDA_BUILD_LOCK | sha256sum | cut -c1-16)-$VARIANT"
@@ -45,7 +45,7 @@ else
   $PIP install --quiet --require-hashes --no-deps -r "$LOCK" "${INDEX_ARGS[@]}"
   TORCH_INSTALLED=$($VENV/bin/python -c 'import torch; print(torch.__version__)')
   if [[ $TORCH_INSTALLED != "$TORCH_EXPECTED" ]]; then
-    log "error: $LOCK installed torch $TORCH_INSTALLED, the plan expected $TORCH_EXPECTED (tools/setup_plan.py)"; exit 1
+    log "error: $LOCK installed torch $TORCH_INSTALLED, the plan expected $TORCH_EXPECTED (tools/setup/plan.py)"; exit 1
   fi
 
   if ! ls "$MMCV_DIR"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
@@ -57,7 +57,7 @@ else
           log "installing the CUDA $TORCH_CUDA_VERSION compiler from $CUDA_BUILD_LOCK into $CUDA_BUILD_DIR (hash-checked)"
           rm -rf "$CUDA_BUILD_DIR"
           $PIP install --quiet --require-hashes --no-deps --target "$CUDA_BUILD_DIR/site" -r "$CUDA_BUILD_LOCK"
-          $VENV/bin/python tools/cuda_home.py "$CUDA_BUILD_DIR/home" "$CUDA_BUILD_DIR/site" \
+          $VENV/bin/python -m tools.setup.cuda_home "$CUDA_BUILD_DIR/home" "$CUDA_BUILD_DIR/site" \
             "$($VENV/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
         fi
         export CUDA_HOME=$CUDA_BUILD_DIR/home

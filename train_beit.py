@@ -71,7 +71,7 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's converted ImageNet-
 
 REFERENCE = dict(config='beit/beit-base_upernet_8xb2-160k_ade20k-640x640.py', mIoU=53.08, mIoU_ms=53.84,
                  mem_gb=15.88, fps=2.00, total_batch=16, crop_size=(640, 640))
-REFERENCES = {  # the variants' own recipes (scripts.reference_for); `flags`, `deviations`: common.recipes
+REFERENCES = {  # the variants' own recipes (scripts.reference_for); `flags`, `deviations`: tools.recipes.recipes
     'beit-l': dict(config='beit/beit-large_upernet_8xb1-amp-160k_ade20k-640x640.py', mIoU=56.33, mIoU_ms=56.84,
                    mem_gb=22.64, fps=0.96, total_batch=16, crop_size=(640, 640),
                    flags={'BATCH_PER_GPU': 1, 'ACCUMULATE': 2},
@@ -79,7 +79,7 @@ REFERENCES = {  # the variants' own recipes (scripts.reference_for); `flags`, `d
                                                          '160k of 320k iterations: LR 0 for half the run; docstring)'}),
 }
 # Widths, depths and training numbers of configs/beit; files made by common.convert_beit.
-# The multi-scale test configs of the two recipes: their command is --eval-only CKPT --tta (common.recipes).
+# The multi-scale test configs of the two recipes: their command is --eval-only CKPT --tta (tools.recipes.recipes).
 TTA_CONFIGS = {'beit-b': 'beit/beit-base_upernet_8xb2-160k_ade20k-640x640_ms.py',
                'beit-l': 'beit/beit-large_upernet_8xb1-amp-160k_ade20k-640x640_ms.py'}
 BACKBONES = {

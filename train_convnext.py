@@ -53,7 +53,7 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet file in pr
 
 REFERENCE = dict(config='convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py', mIoU=46.11,
                  mIoU_ms=46.62, mem_gb=4.23, fps=19.90, total_batch=16)
-# The in21k recipes crop 640: their command passes --crop-size 640 (common.recipes), a run at 512 says so.
+# The in21k recipes crop 640: their command passes --crop-size 640 (tools.recipes.recipes), a run at 512 says so.
 _AT_640 = dict(crop_size=(640, 640))
 REFERENCES = {  # the variants' own recipes (scripts.reference_for)
     'small': dict(config='convnext/convnext-small_upernet_8xb2-amp-160k_ade20k-512x512.py', mIoU=48.56,

@@ -11,7 +11,7 @@ README mIoU single-scale / multi-scale + flip):
 The 160k recipes differ from the 80k ones only in the schedule: MAX_ITERS moves the PolyLR end with it.
 The R-101 rows of the README are mislinked: its 80k row (44.60 / 46.06, 14.1 GB, 14.16 fps on V100,
 with the 80k weights) links the 160k config, so the metafile lists deeplabv3plus_r101-d8_4xb4-160k twice,
-first with those 80k numbers, then with its own 45.47 / 46.35 (reference notes); common.recipes keeps
+first with those 80k numbers, then with its own 45.47 / 46.35 (reference notes); tools.recipes.recipes keeps
 the row whose weights are of the config's schedule.
 
 Deviations from the recipe (the user's defaults):

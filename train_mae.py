@@ -65,7 +65,7 @@ PRETRAINED = 'auto'                 # 'auto': the converted MAE ViT-B encoder in
 
 REFERENCE = dict(config='mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py', mIoU=48.13, mIoU_ms=48.70,
                  mem_gb=9.96, fps=7.14, total_batch=16)
-# The recipe's multi-scale test config: its command is --eval-only CKPT --tta (common.recipes); no variants.
+# The recipe's multi-scale test config: its command is --eval-only CKPT --tta (tools.recipes.recipes); no variants.
 TTA_CONFIGS = {None: 'mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512-ms.py'}
 
 

@@ -47,7 +47,7 @@ PRETRAINED = 'auto'                 # 'auto': the BACKBONE's ImageNet STDCNet fi
 # No ADE20K result exists: the config is the Cityscapes recipe this script moves to ADE20K.
 REFERENCE = dict(config='stdc/stdc1_in1k-pre_4xb12-80k_cityscapes-512x1024.py', mIoU=None, mIoU_ms=None,
                  mem_gb=None, fps=None, total_batch=48)
-# Differ from the Cityscapes config because of the dataset (the docstring): common.recipes.compare.
+# Differ from the Cityscapes config because of the dataset (the docstring): tools.recipes.recipes.compare.
 _ADE20K = 'ADE20K, not Cityscapes: what this script is for'
 DEVIATIONS = {'model.decode_head.num_classes': '150 classes (ADE20K), not 19',
               'model.auxiliary_head[0].num_classes': '150 classes (ADE20K), not 19',

@@ -1,5 +1,9 @@
 """Shared, model-independent pieces of the ADE20K training scripts: the map.
 
+common/ is what `python train_x.py` runs, and the commands its messages tell a user to run. The
+commands that measure and maintain the project are in tools/ (its map: tools/__init__.py); nothing
+here imports them.
+
 Import modules by name (`from common import ade20k, cli, runtime, schedules`). Each module answers one
 question; a module imports only modules of its own layer or below, never one above, and there is no
 import loop (tests/test_architecture.py checks both against LAYERS below).
@@ -13,32 +17,34 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     ade20k       the dataset: constants, pipelines, dataloaders, evaluator
     schedules    optimizer + LR scheduler + loop bundles; warmup and MAX_ITERS x ACCUMULATE arithmetic
     models       model parts many recipes share (ResNetV1c, the auxiliary FCN head, SYNC_BN)
-2. The run, one concern a module
+2. The run, one concern a module (2a-2d are one layer; the groups only say what each module is about)
+  2a. Settings: what a run is asked to do
     scripts      a train_*.py as data: load, settings, variant, reference numbers (the script protocol)
     cli          a script's settings as command line flags
     validate     every setting's valid range or set, and the folders a run writes, checked first
     config       walking a config tree: SyncBN -> BN, without pretrained, files and packages it names, dump
-    dist         launcher, rank and world size from the environment; the CPU (gloo) process group
-    demo_data    the small, learnable ADE20K-layout dataset of --demo and the tests
-    checkpoints  checkpoint files: atomic writes, newest complete, pre-emption save, safe and exact loading
+  2b. Weights: the files a run reads and writes
     layouts      what a pretrained file is (from its tensors' names and shapes) and which backbones it fits
     pretrained   the pretrained-file registry: init_cfg from PRETRAINED, require (and its stand-in), fetch, list
     inventory    list's second part: each file found in pretrain/, what it is and the commands that use it
     weights_fit  a pretrained file must initialise every tensor of the module it is loaded into: refused
                  before building where its layout cannot fit (layouts), audited while it loads
     fixed_window BEiT and MAE, whose window the crop fixes: pretrained tables resized, test views no smaller
+    checkpoints  checkpoint files: atomic writes, newest complete, pre-emption save, safe and exact loading
+  2c. The machine: processes, devices and how fast a run uses them
+    dist         launcher, rank and world size from the environment; the CPU (gloo) process group
     gpu          the NVIDIA GPUs the driver lists, and whether this torch can use them (DEVICE)
-    checks       can this run start: installation, packages, pretrained files, dataset (preflight)
-    kernel_guard ops the fast path cannot feed as they are (mmcv's compiled kernels, NCHW-only code): fp32, NCHW
     speed        how a run uses the machine: precision, channels_last, TF32, fused step, compile
+    kernel_guard ops the fast path cannot feed as they are (mmcv's compiled kernels, NCHW-only code): fp32, NCHW
     deferred     logged tensors stay on the device until a log line reads them (no wait per iteration)
-    host_reads   the host reads a recipe makes by its nature (matcher, OHEM): recognised from a stack
-    resilience   pre-emption signals and the non-finite-loss guard
     batched_eval validation in batches of same-shape images (EVAL_BATCH), exact on one or several GPUs
+  2d. The run: from its checks to its record
+    checks       can this run start: installation, packages, pretrained files, dataset (preflight)
+    demo_data    the small, learnable ADE20K-layout dataset of --demo and the tests
+    resilience   pre-emption signals and the non-finite-loss guard
     resume       which checkpoint a run resumes from, its data order continued without replay, and its
                  optimizer state fitted to this run (memory layout, fused step)
     train        one training run: prepare the config, the Runner and its hooks, banner, summary.json
-    recipes      every official ADE20K config, the command that builds it, and where the two differ
     stock_tools  what MMSegmentation's own tools need to run a dumped config: its custom_imports, and
                  (imported by it) checkpoints' allow-list in torch's safe loading
 3. Using a trained checkpoint
@@ -46,13 +52,9 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     infer.model  the one offline model (config + checkpoint, no pretrained file) and its logits function
 4. The top
     runtime      defaults() (a script's runtime config) and run() (a script's whole life); nothing imports it
-5. Commands (`python -m common.<name>`)
-    env_check, download_ade20k, convert_vit, convert_beit, convert_swin, complexity, bench, bench_sh, plots, zoo,
-    vs_stock, data_speed
-    gpu_check    the GPU check (tools/gpu_check.sh): MEASUREMENTS in order, each in its time budget
-    gpu_stages   its measurements (env, data, smoke, vs_stock, eval_precision, sync_free, eval_batch)
-    gpu_report   its gpu_check.md and progress lines
-    inprocess    a train script run inside this process: probe, time limit, log, checked syncs
+5. Commands a user runs (`python -m common.<name>`), as setup.sh and the scripts' messages name them
+    env_check, download_ade20k, convert_vit, convert_beit, convert_swin; and in their own layer,
+    pretrained (fetch, list) and demo_data
 
 How a run extends mmengine, mmcv and torch. Through their registries (what a run's config names):
 - resilience: GuardedOptimWrapper (fp32), and speed's AutocastOptimWrapper (bf16, no loss scaler) and
@@ -89,10 +91,6 @@ runner.train()), and tests/test_library_changes.py checks that the libraries are
 - weights_fit.must_fit: mmengine's and torch's load_state_dict audit what a file leaves uninitialised;
 - faults.loss_faults (tests only, ADE_TRAIN_FAULT=nan@iter=N / overflow@iter=N): BaseModel.parse_losses.
 Also: train.prepare sets TORCH_NCCL_ASYNC_ERROR_HANDLING=1 (unless set), so a dead rank fails the others.
-- plots: matplotlib's Agg backend (no display needed).
-- inprocess (the GPU check only): registers the GpuCheckProbe hook in mmengine's HOOKS; sets SIGALRM's
-  handler during a run (its time limit). The stock baseline (tools/stock_mmseg_train.py) never runs in
-  a process of ours: none of these changes reach it.
 """
 
 # module -> layer (see above): tests/test_architecture.py checks that every module is listed and
@@ -100,15 +98,12 @@ Also: train.prepare sets TORCH_NCCL_ASYNC_ERROR_HANDLING=1 (unless set), so a de
 LAYERS = {
     'errors': 0, 'faults': 0, 'files': 0, 'download': 0,
     'ade20k': 1, 'schedules': 1, 'models': 1,
-    'scripts': 2, 'validate': 2, 'cli': 2, 'config': 2, 'dist': 2, 'demo_data': 2, 'checkpoints': 2, 'weights_fit': 2,
-    'fixed_window': 2, 'layouts': 2, 'pretrained': 2, 'inventory': 2,
-    'gpu': 2, 'checks': 2, 'kernel_guard': 2, 'speed': 2, 'deferred': 2, 'host_reads': 2, 'resilience': 2, 'resume': 2,
-    'batched_eval': 2, 'train': 2,
-    'recipes': 2, 'stock_tools': 2,
+    'scripts': 2, 'cli': 2, 'validate': 2, 'config': 2,  # 2a
+    'layouts': 2, 'pretrained': 2, 'inventory': 2, 'weights_fit': 2, 'fixed_window': 2, 'checkpoints': 2,  # 2b
+    'dist': 2, 'gpu': 2, 'speed': 2, 'kernel_guard': 2, 'deferred': 2, 'batched_eval': 2,  # 2c
+    'checks': 2, 'demo_data': 2, 'resilience': 2, 'resume': 2, 'train': 2, 'stock_tools': 2,  # 2d
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,
-    'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'convert_swin': 5, 'complexity': 5, 'bench': 5, 'bench_sh': 5,
-    'plots': 5, 'convert_beit': 5,
-    'zoo': 5, 'vs_stock': 5, 'data_speed': 5, 'gpu_check': 5, 'gpu_stages': 5, 'gpu_report': 5, 'inprocess': 5,
+    'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'convert_swin': 5, 'convert_beit': 5,
 }

@@ -9,7 +9,7 @@ others; every class has its own colour and texture, so a network can learn it in
 while the shapes, sizes and textures vary enough that it must look at more than one pixel.
 By default the scenes use 8 classes (DEMO_CLASSES); `--all-classes` (num_classes=150) draws from all
 150 with a colour each, and `--size 683x512` gives ADE20K's typical image size: the GPU check's data
-(common/gpu_check.py).
+(tools/gpu_check/check.py).
 """
 import argparse
 from pathlib import Path

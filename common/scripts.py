@@ -5,7 +5,7 @@ module level, and runs nothing at import:
 
   must
     __doc__          what it trains, the recipe it mirrors with its mIoU, its deviations and launch
-                     lines; the first line is its title (common.zoo: the README's script table) and
+                     lines; the first line is its title (tools.recipes.zoo: the README's script table) and
                      the whole text is the `--help` description (common.cli)
     settings         UPPER_SNAKE constants of type bool, int, float, str, tuple or None, one per line,
                      each with a trailing `# comment`: each becomes a flag with that comment as its
@@ -17,7 +17,7 @@ module level, and runs nothing at import:
     REFERENCE        dict: the default variant's recipe, `config` (the path under mmseg's configs/)
                      and its published numbers (mIoU, mIoU_ms, mem_gb, fps, total_batch, crop_size);
                      read by reference_for (below: the banner, summary.json, metrics.json, the
-                     benchmark table), common.zoo, common.vs_stock and tests/test_recipes.py
+                     benchmark table), tools.recipes.zoo, tools.bench.vs_stock and tests/test_recipes.py
     build_config(s)  settings (a SimpleNamespace from cli.parse) -> the complete config dict
     main(argv=None)  `s = cli.parse(globals(), argv, doc=__doc__)`, then `runtime.run(build_config, s)`
   may
@@ -30,14 +30,14 @@ module level, and runs nothing at import:
                      shows that entry's numbers only with those settings); `flags` are settings its
                      command passes that do not select it (a run without them still shows its
                      numbers and the banner says where it differs), as does a `crop_size` unlike
-                     CROP_SIZE; `deviations` {dotted key: why} as DEVIATIONS (common.recipes)
+                     CROP_SIZE; `deviations` {dotted key: why} as DEVIATIONS (tools.recipes.recipes)
     PRETRAINED       'auto' (the variant's file in pretrain/, common.pretrained.resolve), a path, or None
     DEVIATIONS       {dotted config key: why}: where the config differs from the recipe's in what
-                     common.recipes compares (a key covers what is under it), each also in __doc__;
+                     tools.recipes.recipes compares (a key covers what is under it), each also in __doc__;
                      a REFERENCES entry may add its own `deviations` the same way
     SMOKE_TEST_FLAGS list of flags that shrink a model too large for the CPU smoke tests
     TTA_CONFIGS      {variant: config}: the recipe's multi-scale test file (`*_ms.py`: the same training,
-                     evaluated with --eval-only CKPT --tta; common.recipes)
+                     evaluated with --eval-only CKPT --tta; tools.recipes.recipes)
 Constants that are dicts or lists (the variant tables, the REFERENCE* data) are not flags.
 """
 import importlib.util

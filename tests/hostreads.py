@@ -12,9 +12,9 @@ import traceback
 import torch
 from torch.overrides import TorchFunctionMode
 
-from common import host_reads
+from tools.gpu_check import host_reads
 
-# Which reads a script makes by its nature, and how they are recognised, is common/host_reads.py's: the
+# Which reads a script makes by its nature, and how they are recognised, is tools/gpu_check/host_reads.py's: the
 # GPU check's sync-free stage decides the same way.
 MATCHER_FRAMES, OHEM_FRAMES = host_reads.MATCHER_FRAMES, host_reads.OHEM_FRAMES
 BY_NATURE = {f'train_{name}': frames for name, frames in host_reads.BY_NATURE.items()}

@@ -92,6 +92,7 @@ def test_torchvision_resnet_does_not_fit_resnet_v1c(capsys, data, tmp_path):
     assert not list((tmp_path / 'w').glob('*.pth')), 'it must refuse before the first iteration'
 
 
+@pytest.mark.slow
 def test_missing_mmcv_op(tmp_path, data):
     """An mmcv without its compiled ops (mmcv-lite, a broken build): one error, exit 2."""
     code = ('import sys, runpy; sys.modules["mmcv._ext"] = None; '

@@ -92,6 +92,7 @@ def _predictions(name, data_root, eval_batch, extra=()):
     return found, metric.compute_metrics(metric.results)['mIoU']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['train_fcn', 'train_segmenter'])   # whole image; sliding window
 @pytest.mark.parametrize('data', ['tiny_data', 'mixed_data'])
 def test_batched_predictions_equal_batch_one(name, data, request):
@@ -114,6 +115,7 @@ def test_eval_batch_zero_picks_by_the_device():
     assert batched_eval.size(4, cuda=False) == batched_eval.size(4, cuda=True) == 4
 
 
+@pytest.mark.slow
 def test_a_training_run_evaluates_in_the_batches_asked_for(tiny_data):
     """train.prepare gives the run's val and test loaders the same-shape batches of --eval-batch."""
     from common import cli, speed, train

@@ -36,6 +36,7 @@ def beit_run(tiny_data, tmp_path_factory):
         path.unlink()
 
 
+@pytest.mark.slow
 def test_beit_pretrained_tables_of_another_window_load_in_a_training_run(beit_run):
     from common import fixed_window
     sd, work, _ = beit_run
@@ -53,6 +54,7 @@ def test_beit_pretrained_tables_of_another_window_load_in_a_training_run(beit_ru
                                atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_beit_multiscale_test_enlarges_views_smaller_than_the_window(beit_run, tmp_path, monkeypatch):
     _, work, flags = beit_run
     module = load_script('train_beit')
@@ -68,6 +70,7 @@ def test_beit_multiscale_test_enlarges_views_smaller_than_the_window(beit_run, t
         module.main(flags + ['--eval-only', str(work / 'iter_1.pth'), '--tta', '--out', str(tmp_path / 'bare')])
 
 
+@pytest.mark.slow
 def test_mae_pretrained_file_lacks_exactly_layer_scale_and_tables(tiny_data, tmp_path, capsys):
     """MAE's encoder (14x14 grid, no gamma, no tables) trains; one lacking any other tensor stops."""
     sd = mae_state_dict(dims=768, depth=12, window=14, seed=1, dtype=torch.float16)
@@ -141,6 +144,7 @@ def test_what_the_fixed_window_cannot_take_is_refused(name, tiny_data, tmp_path,
     assert not (tmp_path / 'w').exists()
 
 
+@pytest.mark.slow
 def test_beit_flops_at_its_window(tiny_data, capsys):
     load_script('train_beit').main(['--data-root', tiny_data, *TINY, '--flops', '--flops-size', '64,64'])
     assert 'complexity at 1x3x64x64' in capsys.readouterr().out

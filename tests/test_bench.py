@@ -1,9 +1,10 @@
-"""bench.sh end to end on a CPU: three scripts (FCN, SegFormer, PSPNet) train 2 iterations on the
-tiny dataset, a fourth script that fails is recorded while the loop goes on, and the table, CSV,
-charts, complexity cache and training curves come out right.
+"""The benchmark commands (tools/bench/). bench.sh end to end on a CPU: three scripts (FCN, SegFormer,
+PSPNet) train 2 iterations on the tiny dataset, a fourth script that fails is recorded while the loop
+goes on, and the table, CSV, charts, complexity cache and training curves come out right. Then the
+data-throughput command on a script's own pipeline, and our script beside stock MMSegmentation.
 
-The benchmark runs in a temporary copy of the repository (common/, bench.sh, the three scripts and
-a broken one), so the broken script never appears among the real train_*.py."""
+The benchmark runs in a temporary copy of the repository (common/, tools/bench/, bench.sh, the three
+scripts and a broken one), so the broken script never appears among the real train_*.py."""
 import csv
 import json
 import os
@@ -26,13 +27,22 @@ def bench_sh(repo, *args):
                           capture_output=True, text=True, timeout=850)
 
 
+def copy_code(repo):
+    """What bench.sh runs besides the train scripts: common/, tools/bench/ and bench.sh itself."""
+    skip = shutil.ignore_patterns('__pycache__')
+    shutil.copytree(ROOT / 'common', repo / 'common', ignore=skip)
+    (repo / 'tools').mkdir(parents=True)
+    shutil.copy(ROOT / 'tools' / '__init__.py', repo / 'tools')
+    shutil.copytree(ROOT / 'tools' / 'bench', repo / 'tools' / 'bench', ignore=skip)
+    shutil.copy(ROOT / 'bench.sh', repo)
+
+
 @pytest.fixture(scope='module')
 def bench(tiny_data, tmp_path_factory):
     """(repo copy, finished bench.sh process): every train_*.py of the copy, 2 iterations each,
     the final evaluation on 2 of the 3 validation images, FLOPs counted at 64x64 to keep it quick."""
     repo = tmp_path_factory.mktemp('repo')
-    shutil.copytree(ROOT / 'common', repo / 'common', ignore=shutil.ignore_patterns('__pycache__'))
-    shutil.copy(ROOT / 'bench.sh', repo)
+    copy_code(repo)
     for name in SCRIPTS:
         shutil.copy(ROOT / f'{name}.py', repo)
     # Fails after its setup checks pass, as a real bug would: the decode head is not registered.
@@ -50,6 +60,7 @@ def read_csv(path):
         return {row['model']: row for row in csv.DictReader(handle)}
 
 
+@pytest.mark.slow
 def test_every_script_runs_and_a_failure_is_recorded(bench):
     repo, result = bench
     assert result.returncode == 1, 'exit status 1: one model failed'
@@ -86,6 +97,7 @@ def test_every_script_runs_and_a_failure_is_recorded(bench):
     assert 'train_fcn.py --max-iters 2 --val-interval 2' in command and '--no-pretrained' in command
 
 
+@pytest.mark.slow
 def test_markdown_table(bench):
     repo, _ = bench
     text = (repo / 'benchmarks/tiny/results.md').read_text()
@@ -98,6 +110,7 @@ def test_markdown_table(bench):
     assert '![training img/s and peak memory per model](speed_memory.png)' in text
 
 
+@pytest.mark.slow
 def test_charts_are_pictures(bench):
     repo, _ = bench
     for name in ('speed_memory.png', 'miou_vs_speed.png'):
@@ -105,6 +118,7 @@ def test_charts_are_pictures(bench):
             assert picture.format == 'PNG' and picture.width >= 800 and picture.height >= 300
 
 
+@pytest.mark.slow
 def test_evaluation_subset_is_symlinks(bench, tiny_data):
     repo, _ = bench
     subset = repo / 'work_dirs/bench/tiny/data/ADEChallengeData2016'
@@ -114,8 +128,9 @@ def test_evaluation_subset_is_symlinks(bench, tiny_data):
     assert len(list((subset / 'annotations/validation').iterdir())) == 2
 
 
+@pytest.mark.slow
 def test_complexity_is_cached(bench, monkeypatch):
-    from common import complexity
+    from tools.bench import complexity
     repo, _ = bench
     cache = repo / 'benchmarks/complexity_cache.json'
     entries = json.loads(cache.read_text())
@@ -131,6 +146,7 @@ def test_complexity_is_cached(bench, monkeypatch):
         complexity.lookup('train_fcn', None, (96, 96), cache, root=repo)  # another size: not in the cache
 
 
+@pytest.mark.slow
 def test_bad_models_variants_and_options_are_refused_before_anything_runs(bench, tiny_data):
     repo, _ = bench
     result = bench_sh(repo, '--gpus', '3', '--iters', '0', '--eval-images', 'some', '--name', 'bad',
@@ -142,12 +158,14 @@ def test_bad_models_variants_and_options_are_refused_before_anything_runs(bench,
     assert 'Traceback' not in err and not (repo / 'work_dirs/bench/bad').exists(), 'nothing may run'
 
 
+@pytest.mark.slow
 def test_bad_option_is_refused(bench):
     repo, _ = bench
     result = bench_sh(repo, '--itres', '5')
     assert result.returncode == 2 and 'unknown option --itres' in result.stderr
 
 
+@pytest.mark.slow
 def test_a_timed_out_model_keeps_its_checkpoint_and_is_recorded_as_timed_out(bench, tiny_data):
     """bench.sh's timeout signals the whole process group, dataloader workers included: the script
     saves its current iteration like a pre-emption, and the loop goes on to the table."""
@@ -165,11 +183,12 @@ def test_a_timed_out_model_keeps_its_checkpoint_and_is_recorded_as_timed_out(ben
     assert row['status'] == 'timed out' and 'checkpoint kept' in row['error']
 
 
+@pytest.mark.slow
 def test_curves_command_overlays_runs(bench, tmp_path):
     repo, _ = bench
     out = tmp_path / 'curves.png'
     runs = [repo / 'work_dirs/bench/tiny/fcn', repo / 'work_dirs/bench/tiny/segformer']
-    result = subprocess.run([sys.executable, '-m', 'common.plots', 'curves', *map(str, runs), '--out', str(out)],
+    result = subprocess.run([sys.executable, '-m', 'tools.bench.plots', 'curves', *map(str, runs), '--out', str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     with Image.open(out) as picture:
@@ -178,7 +197,7 @@ def test_curves_command_overlays_runs(bench, tmp_path):
 
 def test_curves_merge_a_resumed_run(tmp_path):
     """Two launches of one run: the resumed one restarted at step 3, so its steps 3..4 replace the first's."""
-    from common import plots
+    from tools.bench import plots
 
     def launch(folder, records):
         path = tmp_path / 'run' / folder / 'vis_data'
@@ -204,16 +223,16 @@ def test_curves_merge_a_resumed_run(tmp_path):
     ('just a last line\n\n', 'just a last line'),
 ])
 def test_error_line_from_stderr(stderr, expected):
-    from common import bench
+    from tools.bench import bench
     assert bench.error_from_stderr(stderr) == expected
 
 
+@pytest.mark.slow
 def test_a_head_variant_is_benchmarked_with_its_own_reference(tiny_data, tmp_path):
     """`model:variant` sets HEAD in a script that has no BACKBONE: MobileNetV2 with the FCN head
     trains as that recipe and its row carries that recipe's reference mIoU, not DeepLabV3's."""
     repo = tmp_path / 'repo'
-    shutil.copytree(ROOT / 'common', repo / 'common', ignore=shutil.ignore_patterns('__pycache__'))
-    shutil.copy(ROOT / 'bench.sh', repo)
+    copy_code(repo)
     shutil.copy(ROOT / 'train_mobilenetv2.py', repo)
     result = bench_sh(repo, '--gpus', '0', '--iters', '2', '--name', 'head', '--data-root', tiny_data,
                       '--eval-images', '2', '--flops-size', '64', 'mobilenetv2:fcn', '--', *SCRIPT_FLAGS)
@@ -225,3 +244,36 @@ def test_a_head_variant_is_benchmarked_with_its_own_reference(tiny_data, tmp_pat
     assert row['status'] == 'ok' and row['variant'] == 'fcn'
     assert float(row['ref_mIoU']) == 19.71 and row['recipe'].endswith('mobilenet-v2-d8_fcn_4xb4-160k_ade20k-512x512.py')
     assert float(row['gflops']) > 0
+
+
+# ---------------------------------------------------------------- data_speed and vs_stock
+
+def test_data_speed_measures_the_scripts_own_pipeline(tiny_data, tmp_path, capsys):
+    from tools.bench import data_speed
+    out = tmp_path / 'data.json'
+    result = data_speed.main(['train_pspnet.py', '--data-root', tiny_data, '--crop-size', '64',
+                              '--workers', '0,1', '--batches', '4', '--target', '50', '--json', str(out)])
+    assert [r['workers'] for r in result['rows']] == [0, 1]
+    assert all(r['img_per_sec'] > 0 and r['batch_size'] == 2 for r in result['rows'])
+    assert result['workers_for_target'] >= 1 and json.loads(out.read_text())['crop_size'] == [64, 64]
+    assert '1 worker(s):' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_side_by_side_with_stock_mmsegmentation(tiny_data, tmp_path):
+    """The GPU speed comparison's harness, on the CPU: both runs happen and the table is written."""
+    from tools.bench import vs_stock
+    code = vs_stock.main(['--data-root', tiny_data, '--scripts', 'segformer', '--batches', '1', '--iters', '3',
+                          '--warmup', '1', '--out', str(tmp_path / 'out'), '--work', str(tmp_path / 'work'),
+                          '--', '--num-workers', '0'])
+    row = json.loads((tmp_path / 'out' / 'vs_stock.json').read_text())['rows'][0]
+    assert code == 0, row
+    assert row['config'] == 'segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py' and row['batch_per_gpu'] == 1
+    assert row['stock_img_per_sec'] > 0 and row['ours_img_per_sec'] > 0
+    assert row['ratio'] == pytest.approx(row['ours_img_per_sec'] / row['stock_img_per_sec'], rel=0.01)
+    assert row['precision'] == 'fp32'  # a CPU
+    # the repository's baseline, in a process that trained with the packages' own code
+    assert row['stock_cmd'].split()[0] == str(vs_stock.ROOT / 'tools' / 'bench' / 'stock_mmseg_train.py')
+    assert row['stock_check']['stock'] is True and row['stock_check']['project_modules'] == []
+    table = (tmp_path / 'out' / 'vs_stock.md').read_text()
+    assert '| segformer | 1 |' in table and 'tools.bench.vs_stock' in table

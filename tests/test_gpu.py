@@ -30,6 +30,7 @@ def run(env, *args, timeout=300):
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_an_unusable_gpu_stops_the_demo_with_the_driver_and_the_fix(a100_with_driver_535, tmp_path):
     import torch
     proc = run(a100_with_driver_535, 'train_fcn.py', '--demo', '--work-dir', str(tmp_path / 'w'))
@@ -47,6 +48,7 @@ def test_env_check_is_not_ok_on_an_unusable_gpu(a100_with_driver_535):
     assert 'ok:' not in proc.stdout
 
 
+@pytest.mark.slow
 def test_device_cpu_trains_on_the_cpu_anyway(a100_with_driver_535, tiny_data, tmp_path):
     proc = run(a100_with_driver_535, 'train_fcn.py', '--device', 'cpu', '--data-root', tiny_data,
                '--work-dir', str(tmp_path / 'w'), *TINY, '--max-iters', '1', '--val-interval', '1')

@@ -1,7 +1,7 @@
-"""The GPU check (common/gpu_check.py): its dry run on the CPU goes through every measurement and writes
+"""The GPU check (tools/gpu_check/check.py): its dry run on the CPU goes through every measurement and writes
 gpu_check.json and gpu_check.md; its deadline, budgets, restarts and missing features behave; the stock
-baseline (tools/stock_mmseg_train.py) trains with the packages' own code in a process of its own; the
-smoke stage's order and budget; syncs by nature (common/host_reads.py); tools/gpu_check.sh's two uses;
+baseline (tools/bench/stock_mmseg_train.py) trains with the packages' own code in a process of its own; the
+smoke stage's order and budget; syncs by nature (tools/gpu_check/host_reads.py); gpu_check.sh's two uses;
 nothing needs a folder beside the checkout."""
 import json
 import math
@@ -25,13 +25,14 @@ def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('gpu_check')
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     start = time.time()
-    proc = subprocess.run([sys.executable, '-m', 'common.gpu_check', '--dry-run', '--out', str(out),
+    proc = subprocess.run([sys.executable, '-m', 'tools.gpu_check.check', '--dry-run', '--out', str(out),
                            '--work', str(out / 'work')], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     folder = out / 'benchmarks' / 'cpu'
     results = json.loads((folder / 'gpu_check.json').read_text()) if (folder / 'gpu_check.json').is_file() else {}
     return types.SimpleNamespace(proc=proc, folder=folder, results=results, seconds=time.time() - start)
 
 
+@pytest.mark.slow
 def test_dry_run_finishes_every_measurement(dry_run):
     r = dry_run.results
     assert dry_run.proc.returncode == 0, dry_run.proc.stdout[-3000:] + dry_run.proc.stderr[-3000:]
@@ -50,6 +51,7 @@ def test_dry_run_finishes_every_measurement(dry_run):
     assert r['elapsed_s'] < 60 * r['deadline_min']
 
 
+@pytest.mark.slow
 def test_dry_run_smoke_rows(dry_run):
     rows = dry_run.results['stages']['smoke']['scripts']
     assert list(rows) == ['fcn', 'segformer']
@@ -61,6 +63,7 @@ def test_dry_run_smoke_rows(dry_run):
         assert row['command'].startswith(f'python train_{name}.py ') and '--crop-size 64,64' in row['command']
 
 
+@pytest.mark.slow
 def test_dry_run_speed_and_evaluation(dry_run):
     stages = dry_run.results['stages']
     models = stages['vs_stock']['models']
@@ -72,12 +75,12 @@ def test_dry_run_speed_and_evaluation(dry_run):
     assert stock['status'] == 'finished' and stock['img_per_sec'] > 0, stock
     assert models['segformer']['ratio'] == pytest.approx(
         models['segformer']['ours']['img_per_sec'] / stock['img_per_sec'], rel=0.02)
-    assert stock['command'].startswith('python tools/stock_mmseg_train.py segformer/segformer_mit-b0_8xb2-160k_ade20k')
+    assert stock['command'].startswith('python tools/bench/stock_mmseg_train.py segformer/segformer_mit-b0_8xb2-160k_ade20k')
     # The baseline ran in a process of its own, after ours had trained in this one (which patches
     # mmengine, mmseg, mmcv and torch: test_this_process_is_not_stock): what that process trained with.
     run = stages['vs_stock']['stock']
     assert run['status'] == 'finished' and run['stock'] is True and run['command'].startswith(
-        'python tools/stock_mmseg_train.py ')
+        'python tools/bench/stock_mmseg_train.py ')
     check = stock['stock_check']
     assert check['stock'] is True and check['project_modules'] == [] and check['tf32_as_at_start'], check
     assert check['OptimWrapper.update_params'] == \
@@ -86,7 +89,7 @@ def test_dry_run_speed_and_evaluation(dry_run):
     assert check['MultiScaleDeformableAttention.forward'] == \
         'mmcv.ops.multi_scale_deform_attn.MultiScaleDeformableAttention.forward'
     assert check['message_hub'] == 'mmengine.logging.message_hub.MessageHub'
-    assert dry_run.results['stock_script'] == 'tools/stock_mmseg_train.py'
+    assert dry_run.results['stock_script'] == 'tools/bench/stock_mmseg_train.py'
     for name, row in stages['eval_precision']['models'].items():
         assert row['status'] == 'finished', (name, row)
         assert set(row['runs']) == {'fp32', 'bf16'} and 'vs_stock run' in row['weights']
@@ -95,10 +98,11 @@ def test_dry_run_speed_and_evaluation(dry_run):
         assert row['mIoU_diff'] == pytest.approx(row['runs']['bf16']['mIoU'] - row['runs']['fp32']['mIoU'], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_dry_run_writes_the_report_and_logs(dry_run):
     md = (dry_run.folder / 'gpu_check.md').read_text()
     assert md.startswith('# GPU check: cpu') and '**Dry run**' in md
-    for text in ('## Measurements', 'python -m common.gpu_check --dry-run', '| fcn | finished |', '| segformer |',
+    for text in ('## Measurements', 'python -m tools.gpu_check.check --dry-run', '| fcn | finished |', '| segformer |',
                  'mmseg 1.2.2', '## Budgets', 'python train_fcn.py --eval-only'):
         assert text in md, text
     assert 'smoke: finished' in (dry_run.folder / 'gpu_check.log').read_text()
@@ -109,6 +113,7 @@ def test_dry_run_writes_the_report_and_logs(dry_run):
     print(f'dry run: {dry_run.seconds:.0f} s')
 
 
+@pytest.mark.slow
 def test_dry_run_prints_which_scripts_work(dry_run):
     out = dry_run.proc.stdout
     assert '2 of 2 scripts work on cpu' in out, out[-3000:]
@@ -136,12 +141,12 @@ class FakeContext:
 
 
 def measurement(name, run, budget=10, minimum=5, required=False, missing=None):
-    from common.gpu_check import Measurement
+    from tools.gpu_check.check import Measurement
     return Measurement(name, run, budget, minimum, required, missing)
 
 
 def test_budgets_deadline_failures_and_missing_features():
-    from common.gpu_check import run
+    from tools.gpu_check.check import run
     calls = []
 
     def ok(ctx):
@@ -173,7 +178,7 @@ def test_budgets_deadline_failures_and_missing_features():
 
 
 def test_a_failed_required_measurement_skips_the_rest_and_resume_keeps_what_finished():
-    from common.gpu_check import run
+    from tools.gpu_check.check import run
     calls = []
 
     def ok(ctx):
@@ -189,21 +194,27 @@ def test_a_failed_required_measurement_skips_the_rest_and_resume_keeps_what_fini
 
 
 def test_the_optional_features_report_why_they_are_missing(monkeypatch):
-    from common import gpu_stages
-    monkeypatch.setattr(gpu_stages, 'SYNC_FREE_MODULE', 'common.no_such_feature')
-    monkeypatch.setattr(gpu_stages, 'EVAL_BATCH_SETTING', 'NO_SUCH_SETTING')
-    assert 'common.no_such_feature' in gpu_stages.sync_free_missing(None)
-    assert 'NO_SUCH_SETTING' in gpu_stages.eval_batch_missing(None)
-    monkeypatch.setattr(gpu_stages, 'SYNC_FREE_MODULE', 'common.speed')
-    monkeypatch.setattr(gpu_stages, 'EVAL_BATCH_SETTING', 'PRECISION')
-    assert gpu_stages.sync_free_missing(None) is None and gpu_stages.eval_batch_missing(None) is None
+    from tools.gpu_check import stages
+    monkeypatch.setattr(stages, 'SYNC_FREE_MODULE', 'common.no_such_feature')
+    monkeypatch.setattr(stages, 'EVAL_BATCH_SETTING', 'NO_SUCH_SETTING')
+    assert 'common.no_such_feature' in stages.sync_free_missing(None)
+    assert 'NO_SUCH_SETTING' in stages.eval_batch_missing(None)
+    monkeypatch.setattr(stages, 'SYNC_FREE_MODULE', 'common.speed')
+    monkeypatch.setattr(stages, 'EVAL_BATCH_SETTING', 'PRECISION')
+    assert stages.sync_free_missing(None) is None and stages.eval_batch_missing(None) is None
 
 
 # ---------------------------------------------------------------- one run in this process
 
+@pytest.mark.slow
 def test_a_run_in_this_process_stops_at_its_limit_then_the_next_run_records_its_iterations(tiny_data, tmp_path):
-    from common import inprocess
+    from tools.gpu_check import inprocess
     flags = ['--data-root', tiny_data, '--crop-size', '64', '--batch-per-gpu', '2', '--num-workers', '0']
+    # A run's imports first, with time to spare: a limit that expired inside an import would leave that
+    # module half-initialised for the next run (as when this file runs before any other imported them).
+    warm = inprocess.train('segformer', [*flags, '--max-iters', '1'], tmp_path / 'warm', tmp_path / 'warm.log', 300,
+                           key='test_warm')
+    assert warm['exit_code'] == 0, warm.get('log_tail')
     cut = inprocess.train('segformer', [*flags, '--max-iters', '50'], tmp_path / 'cut', tmp_path / 'cut.log', 1.0,
                           key='test_cut')
     assert cut['exit_code'] == 124 and 'limit of 1 s' in cut['error'] and cut['log_tail']
@@ -224,18 +235,19 @@ def test_a_run_in_this_process_stops_at_its_limit_then_the_next_run_records_its_
 
 def load_stock_baseline():
     import importlib.util
-    spec = importlib.util.spec_from_file_location('stock_mmseg_train', ROOT / 'tools' / 'stock_mmseg_train.py')
+    spec = importlib.util.spec_from_file_location('stock_mmseg_train', ROOT / 'tools' / 'bench' / 'stock_mmseg_train.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+@pytest.mark.slow
 def test_this_process_is_not_stock(tiny_data, tmp_path):
     """The other half of the dry run's stock_check: in a process where one of our scripts has trained,
     the same check says it is not stock, and names each of this project's replacements in place."""
     import importlib
     from mmseg.models.decode_heads import decode_head
-    from common import inprocess
+    from tools.gpu_check import inprocess
     flags = ['--data-root', tiny_data, '--crop-size', '64', '--batch-per-gpu', '2', '--num-workers', '0',
              '--max-iters', '1']
     run = inprocess.train('segformer', flags, tmp_path / 'run', tmp_path / 'run.log', 300, key='test_not_stock')
@@ -273,7 +285,7 @@ def test_the_stock_check_tells_a_replacement_from_the_packages_own(monkeypatch):
 
 
 def test_the_stock_baseline_refuses_bad_arguments(tiny_data):
-    proc = subprocess.run([sys.executable, 'tools/stock_mmseg_train.py', 'fcn/no_such_config.py', '--data-root',
+    proc = subprocess.run([sys.executable, 'tools/bench/stock_mmseg_train.py', 'fcn/no_such_config.py', '--data-root',
                            tiny_data, '--iters', '3', '--warmup', '3'], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -283,15 +295,15 @@ def test_the_stock_baseline_refuses_bad_arguments(tiny_data):
 
 def test_the_baseline_imports_nothing_of_this_project():
     import ast
-    tree = ast.parse((ROOT / 'tools' / 'stock_mmseg_train.py').read_text())
+    tree = ast.parse((ROOT / 'tools' / 'bench' / 'stock_mmseg_train.py').read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert not [n for n in names if n.split('.')[0] in ('common', 'conftest')], names
+    assert not [n for n in names if n.split('.')[0] in ('common', 'tools', 'conftest')], names
 
 
 def test_a_process_past_its_limit_is_stopped_with_its_children(tmp_path):
     """The stock baseline's time limit (vs_stock.run): its whole session goes, data loader workers too."""
-    from common import vs_stock
+    from tools.bench import vs_stock
 
     def alive(pid):
         try:
@@ -333,25 +345,28 @@ def test_no_file_outside_ci_names_the_folder_beside_the_checkout():
 # ---------------------------------------------------------------- the smoke stage's order and budget
 
 def test_the_smoke_stage_takes_the_likeliest_failures_first_and_the_core_last():
-    from common import gpu_stages, scripts, vs_stock
+    from common import scripts
+    from tools.bench import vs_stock
+    from tools.gpu_check import stages
     names = scripts.all_names()
-    order = gpu_stages.smoke_order(names)
+    order = stages.smoke_order(names)
     assert sorted(order) == sorted(names) and len(order) == len(set(order)) == 39
     assert order[:10] == ['psanet', 'dmnet', 'ccnet', 'pointrend', 'maskformer', 'mask2former', 'knet', 'stdc',
                           'beit', 'mae']
     assert order[-5:] == [n for n in vs_stock.CORE if n != 'mask2former']  # vs_stock trains them again
     subset = ['fcn', 'ann', 'mae', 'psanet', 'apcnet']
-    assert gpu_stages.smoke_order(subset) == ['psanet', 'mae', 'ann', 'apcnet', 'fcn']
+    assert stages.smoke_order(subset) == ['psanet', 'mae', 'ann', 'apcnet', 'fcn']
 
 
 def test_every_script_fits_the_smoke_budget():
-    """The smoke budget is planned from each script's measured set-up (gpu_check.SMOKE_MEASURED, the
+    """The smoke budget is planned from each script's measured set-up (check.SMOKE_MEASURED, the
     dry run on a CPU) plus SMOKE_GPU_S: a new script needs its measurement, and the 39 must fit."""
-    from common import gpu_check, scripts
-    measured = json.loads(gpu_check.SMOKE_MEASURED.read_text())['scripts']
+    from common import scripts
+    from tools.gpu_check import check
+    measured = json.loads(check.SMOKE_MEASURED.read_text())['scripts']
     assert sorted(measured) == scripts.all_names(), 'measure the new scripts (benchmarks/README.md: the GPU check)'
-    need = sum(row['setup_s'] for row in measured.values()) + len(measured) * gpu_check.SMOKE_GPU_S
-    smoke = next(m for m in gpu_check.MEASUREMENTS if m.name == 'smoke')
+    need = sum(row['setup_s'] for row in measured.values()) + len(measured) * check.SMOKE_GPU_S
+    smoke = next(m for m in check.MEASUREMENTS if m.name == 'smoke')
     assert need <= smoke.budget_s, f'{len(measured)} scripts need about {need:.0f} s; the smoke budget: {smoke.budget_s} s'
     for row in measured.values():
         assert row['setup_s'] == pytest.approx(row['seconds'] - row['sec_per_iter'], abs=0.01)
@@ -361,14 +376,14 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
     for flags, text in ((['--scripts', 'fcn,no_such_model'], 'no train_no_such_model.py'),
                         (['--only', 'smoke,speed'], 'there is no measurement speed'),
                         (['--stock-script', str(tmp_path / 'none.py')], 'the stock baseline')):
-        proc = subprocess.run([sys.executable, '-m', 'common.gpu_check', '--dry-run', '--out', str(tmp_path),
+        proc = subprocess.run([sys.executable, '-m', 'tools.gpu_check.check', '--dry-run', '--out', str(tmp_path),
                                '--work', str(tmp_path / 'work'), *flags], cwd=ROOT, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode == 2 and text in proc.stderr and '  -> ' in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / 'work').exists()
 
 
-# ---------------------------------------------------------------- syncs by nature (common/host_reads.py)
+# ---------------------------------------------------------------- syncs by nature (tools/gpu_check/host_reads.py)
 
 def frames(*places):
     """A stack, outermost first: (file, function) pairs as traceback.extract_stack gives them."""
@@ -386,7 +401,7 @@ STEP_SYNC = frames(LOOP, ('mmengine/optim/optimizer/optimizer_wrapper.py', 'upda
 
 
 def test_a_sync_is_by_nature_only_in_the_places_of_a_script_that_has_them():
-    from common import host_reads
+    from tools.gpu_check import host_reads
     place = 'mmdet/models/task_modules/assigners/hungarian_assigner.py:13 assign'  # the innermost of its places
     assert host_reads.by_nature(MATCHER_SYNC, 'mask2former') == place
     assert host_reads.by_nature(MATCHER_SYNC, 'train_maskformer') == place
@@ -398,7 +413,7 @@ def test_a_sync_is_by_nature_only_in_the_places_of_a_script_that_has_them():
 
 
 def test_syncs_by_nature_are_counted_and_any_other_fails():
-    from common import host_reads
+    from tools.gpu_check import host_reads
     syncs = host_reads.Syncs('mask2former')
     syncs.seen(MATCHER_SYNC)
     syncs.seen(MATCHER_SYNC)
@@ -413,7 +428,7 @@ def test_syncs_by_nature_are_counted_and_any_other_fails():
 def test_sync_warnings_are_decided_from_the_stack_they_come_from(monkeypatch):
     """What torch does in 'warn' mode, played on the CPU: a UserWarning from the Python frame that
     called the syncing op. Code compiled under a matcher's file name stands for the matcher."""
-    from common import host_reads
+    from tools.gpu_check import host_reads
     source = "import warnings\ndef assign():\n    warnings.warn('called a synchronizing CUDA operation')\n"
     matcher, elsewhere = {}, {}
     exec(compile(source, '/venv/site-packages/mmdet/models/task_modules/assigners/hungarian_assigner.py', 'exec'),
@@ -435,14 +450,15 @@ def test_sync_warnings_are_decided_from_the_stack_they_come_from(monkeypatch):
     assert shown == ['an unrelated warning']
 
 
-# ---------------------------------------------------------------- tools/gpu_check.sh
+# ---------------------------------------------------------------- tools/gpu_check/gpu_check.sh
 
 @pytest.fixture
 def check_copy(tmp_path):
-    """tools/gpu_check.sh in a folder of its own (it works from the folder above its own), with a
-    .venv/bin/python that records how it is called, and a wheel to install."""
-    (tmp_path / 'tools').mkdir()
-    (tmp_path / 'tools' / 'gpu_check.sh').write_text((ROOT / 'tools' / 'gpu_check.sh').read_text())
+    """gpu_check.sh in a checkout of its own (it works from the repository root, two folders above
+    its own), with a .venv/bin/python that records how it is called, and a wheel to install."""
+    script = tmp_path / 'tools' / 'gpu_check' / 'gpu_check.sh'
+    script.parent.mkdir(parents=True)
+    script.write_text((ROOT / 'tools' / 'gpu_check' / 'gpu_check.sh').read_text())
     python = tmp_path / '.venv' / 'bin' / 'python'
     python.parent.mkdir(parents=True)
     python.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\n')
@@ -454,23 +470,23 @@ def check_copy(tmp_path):
 
 
 def test_the_check_with_a_venv_installs_nothing(check_copy):
-    proc = subprocess.run(['bash', 'tools/gpu_check.sh', '--out', '/tmp/x', '--only', 'smoke'], cwd=check_copy.root,
-                          env=check_copy.env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(['bash', 'tools/gpu_check/gpu_check.sh', '--out', '/tmp/x', '--only', 'smoke'],
+                          cwd=check_copy.root, env=check_copy.env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert 'installing nothing' in proc.stdout
     calls = check_copy.calls.read_text().splitlines()
-    assert len(calls) == 1 and calls[0].startswith('-m common.gpu_check --started-at ')  # never `-m pip`
+    assert len(calls) == 1 and calls[0].startswith('-m tools.gpu_check.check --started-at ')  # never `-m pip`
     assert calls[0].endswith(' --out /tmp/x --only smoke')
 
 
 def test_prepare_takes_the_wheel_folder_as_its_argument(check_copy, tmp_path_factory):
     def prepare(*args):
-        return subprocess.run(['bash', 'tools/gpu_check.sh', '--prepare', *args], cwd=check_copy.root,
+        return subprocess.run(['bash', 'tools/gpu_check/gpu_check.sh', '--prepare', *args], cwd=check_copy.root,
                               env=check_copy.env, capture_output=True, text=True, timeout=60)
     for args in ((), (str(tmp_path_factory.mktemp('empty')),)):
         proc = prepare(*args)
         assert proc.returncode == 2 and 'ERROR: --prepare needs the folder of the wheels' in proc.stderr
-        assert '-> bash tools/gpu_check.sh --prepare WHEEL_DIR' in proc.stderr
+        assert '-> bash tools/gpu_check/gpu_check.sh --prepare WHEEL_DIR' in proc.stderr
     wheels = tmp_path_factory.mktemp('wheels')
     (wheels / 'mmengine-0.10.7-py3-none-any.whl').write_text('not a wheel')
     proc = prepare(str(wheels))

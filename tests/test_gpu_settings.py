@@ -46,6 +46,7 @@ def backbone_features(model, batch=2, size=64):
         return [f.contiguous() for f in model.backbone(torch.randn(batch, 3, size, size))]
 
 
+@pytest.mark.slow
 def test_psanet_head_gives_the_same_output_in_both_layouts_and_runs_in_bf16():
     """PSAMask's kernels index raw NCHW memory and dispatch on float/double only: with an NHWC input
     the attention would be silently wrong on a GPU (on a CPU it stops), and bf16 stops at iteration 1."""
@@ -60,6 +61,7 @@ def test_psanet_head_gives_the_same_output_in_both_layouts_and_runs_in_bf16():
     assert (mixed.float() - nchw).abs().max() < 0.05 * nchw.abs().max()
 
 
+@pytest.mark.slow
 def test_dmnet_head_runs_channels_last_at_batch_2():
     """mmseg's DCM does x.view(1, b*c, h, w) on a convolution output: not a view of an NHWC tensor."""
     model = build_model('train_dmnet').eval()
@@ -132,6 +134,7 @@ def losses(work):
 
 
 # SGD with momentum; AdamW (SegFormer's tiny random model overflows by itself a few times more: 6 iterations)
+@pytest.mark.slow
 @pytest.mark.parametrize('script, iters', [('train_fcn.py', 3), ('train_segformer.py', 6)])
 def test_fp16_with_the_fused_step_survives_an_overflow_on_the_first_step(script, iters, tiny_data, tmp_path):
     """fp16 (GPUs without bf16): the loss scaler skips a step whose gradients overflow, routine on the
@@ -154,6 +157,7 @@ def test_fp16_with_the_fused_step_survives_an_overflow_on_the_first_step(script,
     assert all(torch.isfinite(t).all() for t in state)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('script', ['train_fcn.py', 'train_segformer.py'])
 def test_a_checkpoint_of_an_nchw_run_resumes_with_channels_last_and_the_fused_step(script, tiny_data, tmp_path):
     """A CPU run's (or --channels-last off) checkpoint, resumed with a GPU's defaults: the optimizer
@@ -193,6 +197,7 @@ def test_optimizer_state_takes_its_parameters_layout():
     fresh.step()  # the fused kernel takes it
 
 
+@pytest.mark.slow
 def test_psanet_eval_only_agrees_with_its_channels_last_training_run(tiny_data, tmp_path, capsys):
     """The training run's evaluation (NHWC weights and inputs) and --eval-only of its checkpoint (NCHW)
     score the same: PSAMask reads what it is given the same way in both."""

@@ -47,6 +47,7 @@ def _palette():
     return np.array(ADE20KDataset.METAINFO['palette'], np.uint8)
 
 
+@pytest.mark.slow
 def test_eval_only_reproduces_the_training_evaluation(trained, tiny_data, tmp_path, capsys):
     module, work, flags, checkpoint = trained('train_fcn')
     logged = json.loads((work / 'summary.json').read_text())
@@ -68,6 +69,7 @@ def test_eval_only_reproduces_the_training_evaluation(trained, tiny_data, tmp_pa
     assert f'mIoU {metrics["mIoU"]:.2f}' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_eval_only_scores_a_known_prediction(trained, tiny_data, tmp_path):
     """A head that predicts one class everywhere has scores countable by hand: the table must say so."""
     import torch
@@ -95,6 +97,7 @@ def test_eval_only_scores_a_known_prediction(trained, tiny_data, tmp_path):
     assert all(rows[i]['IoU'] == '' for i in np.flatnonzero(counts == 0))  # absent classes: no score
 
 
+@pytest.mark.slow
 def test_eval_only_with_tta(trained, tmp_path):
     module, _, flags, checkpoint = trained('train_fcn')
     out = tmp_path / 'tta'
@@ -104,6 +107,7 @@ def test_eval_only_with_tta(trained, tmp_path):
     assert 0 <= metrics['mIoU'] <= 100 and 0 <= metrics['aAcc'] <= 100
 
 
+@pytest.mark.slow
 def test_predict_a_folder_writes_labels_colors_overlays(trained, tiny_data, tmp_path):
     module, work, flags, checkpoint = trained('train_fcn')
     out = tmp_path / 'pred'
@@ -129,6 +133,7 @@ def test_predict_a_folder_writes_labels_colors_overlays(trained, tiny_data, tmp_
     assert legend[0]['label_value'] == '1' and legend[0]['class'] == 'wall' and len(legend) == 150
 
 
+@pytest.mark.slow
 def test_predict_an_image_at_full_opacity_shows_the_colors(trained, tiny_data, tmp_path):
     module, _, flags, checkpoint = trained('train_fcn')
     image = sorted(Path(tiny_data, 'images', 'validation').glob('*.jpg'))[0]
@@ -140,6 +145,7 @@ def test_predict_an_image_at_full_opacity_shows_the_colors(trained, tiny_data, t
     assert np.abs(overlay - colors).mean() < 0.25 * np.abs(overlay - photo).mean()  # the colours, JPEG noise
 
 
+@pytest.mark.slow
 def test_predict_a_video_writes_frames_and_an_overlay_video(trained, tiny_data, tmp_path):
     import cv2
     module, _, flags, checkpoint = trained('train_fcn')
@@ -162,6 +168,7 @@ def test_predict_a_video_writes_frames_and_an_overlay_video(trained, tiny_data, 
     assert frames == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ONNX_SCRIPTS)
 def test_onnx_export_matches_pytorch(name, trained, tmp_path, capsys):
     import onnxruntime as ort
@@ -179,6 +186,7 @@ def test_onnx_export_matches_pytorch(name, trained, tmp_path, capsys):
     assert len(json.loads(session.get_modelmeta().custom_metadata_map['classes'])) == 150
 
 
+@pytest.mark.slow
 def test_onnx_export_names_an_op_onnxruntime_lacks(tiny_data, tmp_path, capsys):
     """PSANet's PSAMask is a compiled mmcv op: refused with its name, exit code 2."""
     if not (ROOT / 'train_psanet.py').is_file():
@@ -227,6 +235,7 @@ def test_missing_files_exit_with_code_2(flags, tiny_data, tmp_path, capsys):
     assert 'not found' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_head_variant_is_recorded_the_same_everywhere(tiny_data, tmp_path):
     """The variant of a script that picks its recipe by HEAD (here MobileNetV2's FCN head, not its
     default DeepLabV3) is what summary.json, metrics.json and the ONNX sidecar all record."""

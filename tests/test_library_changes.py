@@ -4,9 +4,12 @@ is undone when the run ends. Whatever runs next in the same process meets the st
 import json
 import signal
 
+import pytest
 import torch
 
 from conftest import TINY, load_script
+
+pytestmark = pytest.mark.slow  # every test here trains
 
 
 def library_attributes():

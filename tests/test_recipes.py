@@ -1,6 +1,6 @@
 """Each recipe a script names (its REFERENCE and REFERENCES entries) builds the official MMSegmentation
 1.2.2 config of that name (the configs in the installed wheel) in what matters, and every official ADE20K
-config has such a command. common.recipes.compare says what is compared (model without its weights
+config has such a command. tools.recipes.recipes.compare says what is compared (model without its weights
 source, optimizer wrapper, LR schedule, max_iters, datasets with their pipelines, samplers) and what may
 differ (the user's defaults: batch, workers, intervals, hooks, logs); anything else must be a declared
 deviation ({dotted key: why} in the script's DEVIATIONS or the entry's `deviations`), and a declared
@@ -44,7 +44,7 @@ def _inner(dataset):
     return dataset.get('dataset', dataset) if dataset.get('type') == 'RepeatDataset' else dataset
 
 
-from common import recipes as _recipes  # noqa: E402  (conftest put the repository on sys.path)
+from tools.recipes import recipes as _recipes  # noqa: E402  (conftest put the repository on sys.path)
 
 RECIPES = _recipes.listed()
 
@@ -82,6 +82,7 @@ def pair(request):
     return module, ref, mine, deviations
 
 
+@pytest.mark.slow
 def test_built_model_matches(pair):
     module, ref, mine, deviations = pair
     if any(_recipes.covers('model', key) for key in deviations):

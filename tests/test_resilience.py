@@ -13,6 +13,8 @@ import torch
 
 from conftest import ROOT, TINY
 
+pytestmark = pytest.mark.slow  # every test here trains
+
 SCRIPT = 'train_segformer.py'  # small (3.7M parameters): checkpoints write fast
 MAX_ITERS = 6
 

@@ -53,6 +53,7 @@ def test_dump_config_loads_and_flags_move_derived_numbers(name, tmp_path):
     assert classes == [150] * len(heads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', SCRIPTS)
 def test_train_two_iterations_evaluate_and_resume(name, mixed_data, tmp_path, capsys):
     module = load_script(name)

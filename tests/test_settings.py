@@ -111,6 +111,7 @@ def test_a_setting_given_as_text_by_the_script_is_checked_as_a_number(capsys, tm
     assert cli.parse(vars(setr), ['--lr', '0.002']).LR == '0.002'
 
 
+@pytest.mark.slow
 def test_a_bad_flag_from_the_command_line_exits_2_without_traceback():
     proc = subprocess.run([sys.executable, 'train_fcn.py', '--max-iters', '0', '--crop-size', '16,16'], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)

@@ -1,7 +1,7 @@
 """The speed levers (common/speed.py) on CPU: what a run chooses, that the fast path trains and
-evaluates for real (bf16 autocast and channels_last run on a CPU too), that ops without bf16
-kernels stay in fp32, and that the data-throughput command measures the script's own pipeline.
-GPU speed itself is measured on a GPU machine (benchmarks/README.md)."""
+evaluates for real (bf16 autocast and channels_last run on a CPU too), and that ops without bf16
+kernels stay in fp32. GPU speed itself is measured on a GPU machine (benchmarks/README.md); the
+commands that measure it are tested in tests/test_bench.py."""
 import copy
 import json
 import types
@@ -98,6 +98,7 @@ def test_deformable_attention_stays_fp32_under_bf16_autocast():
     assert torch.allclose(mixed, fp32, atol=0.05)
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_training_and_evaluation_on_cpu(tiny_data, tmp_path):
     """The GPU's default path (bf16 autocast + channels_last) trains, evaluates and reports itself;
     its evaluation of the same checkpoint matches fp32's."""
@@ -125,6 +126,7 @@ def test_bf16_channels_last_training_and_evaluation_on_cpu(tiny_data, tmp_path):
     assert abs(results['bf16']['aAcc'] - results['fp32']['aAcc']) <= 2.0
 
 
+@pytest.mark.slow
 def test_compile_trains_and_keeps_checkpoint_keys(tiny_data, tmp_path, monkeypatch):
     """COMPILE compiles the backbone in place: training runs, and the checkpoint's keys are the eager
     model's (no `_orig_mod.`), so compiled and eager runs resume from each other's checkpoints.
@@ -143,33 +145,3 @@ def test_compile_trains_and_keeps_checkpoint_keys(tiny_data, tmp_path, monkeypat
     module.main(['--data-root', tiny_data, *TINY, '--work-dir', str(work), '--max-iters', '3',
                  '--val-interval', '3'])  # eager, resuming the compiled run
     assert json.loads((work / 'summary.json').read_text())['start_iter'] == 2
-
-
-def test_data_speed_measures_the_scripts_own_pipeline(tiny_data, tmp_path, capsys):
-    from common import data_speed
-    out = tmp_path / 'data.json'
-    result = data_speed.main(['train_pspnet.py', '--data-root', tiny_data, '--crop-size', '64',
-                              '--workers', '0,1', '--batches', '4', '--target', '50', '--json', str(out)])
-    assert [r['workers'] for r in result['rows']] == [0, 1]
-    assert all(r['img_per_sec'] > 0 and r['batch_size'] == 2 for r in result['rows'])
-    assert result['workers_for_target'] >= 1 and json.loads(out.read_text())['crop_size'] == [64, 64]
-    assert '1 worker(s):' in capsys.readouterr().out
-
-
-def test_side_by_side_with_stock_mmsegmentation(tiny_data, tmp_path):
-    """The GPU speed comparison's harness, on the CPU: both runs happen and the table is written."""
-    from common import vs_stock
-    code = vs_stock.main(['--data-root', tiny_data, '--scripts', 'segformer', '--batches', '1', '--iters', '3',
-                          '--warmup', '1', '--out', str(tmp_path / 'out'), '--work', str(tmp_path / 'work'),
-                          '--', '--num-workers', '0'])
-    row = json.loads((tmp_path / 'out' / 'vs_stock.json').read_text())['rows'][0]
-    assert code == 0, row
-    assert row['config'] == 'segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py' and row['batch_per_gpu'] == 1
-    assert row['stock_img_per_sec'] > 0 and row['ours_img_per_sec'] > 0
-    assert row['ratio'] == pytest.approx(row['ours_img_per_sec'] / row['stock_img_per_sec'], rel=0.01)
-    assert row['precision'] == 'fp32'  # a CPU
-    # the repository's baseline, in a process that trained with the packages' own code
-    assert row['stock_cmd'].split()[0] == str(vs_stock.ROOT / 'tools' / 'stock_mmseg_train.py')
-    assert row['stock_check']['stock'] is True and row['stock_check']['project_modules'] == []
-    table = (tmp_path / 'out' / 'vs_stock.md').read_text()
-    assert '| segformer | 1 |' in table and 'common.vs_stock' in table

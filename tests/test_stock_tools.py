@@ -100,7 +100,7 @@ def test_the_dump_names_what_the_tools_need_and_not_the_speed_settings(dumped):
 
 def test_the_default_dump_still_builds_the_official_recipe(tmp_path, capsys):
     from mmengine.config import Config
-    from common import recipes
+    from tools.recipes import recipes
     module = load_script('train_fcn')
     module.main(['--dump-config', str(tmp_path / 'fcn.py')])
     recipe = next(r for r in recipes.listed() if r['config'] == module.REFERENCE['config'])

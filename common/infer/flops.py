@@ -1,7 +1,7 @@
 """--flops: parameters and FLOPs of whole-image inference at --flops-size, per part of the model.
 
 One multiply-add counts as one FLOP, as mmengine.analysis (fvcore's counter) counts; `analyze` is
-also what common/complexity.py (the cached counts of the benchmark table) uses.
+also what tools/bench/complexity.py (the cached counts of the benchmark table) uses.
 """
 import warnings
 

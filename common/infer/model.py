@@ -52,7 +52,7 @@ class Logits(nn.Module):
     """Whole-image inference as one function of a tensor: float RGB 0..255 (N, 3, H, W) -> logits
     (N, 150, H, W). It is EncoderDecoder.whole_inference minus the data samples: the model's own
     normalisation, then encode_decode, whose decode head resizes to the input size. What ONNX
-    exports and what the FLOP counters (--flops, common/complexity.py) count."""
+    exports and what the FLOP counters (--flops, tools/bench/complexity.py) count."""
 
     def __init__(self, segmentor):
         super().__init__()

@@ -1,8 +1,8 @@
 """What bench.sh asks Python for before its loop: its options checked, and the short validation split.
 
-    python -m common.bench_sh check [--iters N] [--gpus N|auto] [--eval-images N|all] [--timeout S]
-                                    [--flops-size H,W] MODEL[:VARIANT] ...
-    python -m common.bench_sh val-subset DATA_ROOT COUNT OUT_DIR
+    python -m tools.bench.bench_sh check [--iters N] [--gpus N|auto] [--eval-images N|all] [--timeout S]
+                                         [--flops-size H,W] MODEL[:VARIANT] ...
+    python -m tools.bench.bench_sh val-subset DATA_ROOT COUNT OUT_DIR
 
 `check` lists every problem with the options at once (a model that is no script, a variant that
 is not one, more GPUs than the machine has) and exits 2 before any model runs.

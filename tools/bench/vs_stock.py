@@ -1,12 +1,12 @@
 """Our scripts beside stock MMSegmentation, on the same machine and data: img/s per GPU and memory.
 
-    python -m common.vs_stock --data-root data/ade/ADEChallengeData2016 \\
+    python -m tools.bench.vs_stock --data-root data/ade/ADEChallengeData2016 \\
         [--scripts fcn,pspnet,deeplabv3plus,upernet,segformer,mask2former] [--batches stock,2] \\
-        [--iters 60] [--stock-script tools/stock_mmseg_train.py] [--out benchmarks/h100] \\
+        [--iters 60] [--stock-script tools/bench/stock_mmseg_train.py] [--out benchmarks/h100] \\
         [-- flags for our scripts, e.g. --precision fp32]
 
 For each script and per-GPU batch ('stock': the batch of the script's recipe config, e.g. 4 for
-PSPNet; or a number), it runs the stock baseline (`tools/stock_mmseg_train.py RECIPE_CONFIG`: the
+PSPNet; or a number), it runs the stock baseline (`tools/bench/stock_mmseg_train.py RECIPE_CONFIG`: the
 official config as the wheel's tools/train.py trains it, fp32, no pretrained weights, in a process that
 imports nothing of this project) and then our script with its defaults (`--no-pretrained --max-iters
 ITERS`: the fast path) on one GPU, one after the other, each in a process of its own. Both report the
@@ -26,8 +26,8 @@ from pathlib import Path
 from common.errors import SetupError, reported
 
 CORE = ('fcn', 'pspnet', 'deeplabv3plus', 'upernet', 'segformer', 'mask2former')
-ROOT = Path(__file__).resolve().parents[1]
-STOCK_SCRIPT = ROOT / 'tools' / 'stock_mmseg_train.py'
+ROOT = Path(__file__).resolve().parents[2]
+STOCK_SCRIPT = Path(__file__).resolve().with_name('stock_mmseg_train.py')
 # The environment this process was started with, read at import: a run of ours sets variables of its
 # own (TORCH_NCCL_ASYNC_ERROR_HANDLING, CUDA_VISIBLE_DEVICES for DEVICE=cpu, ...) that the processes
 # started from here must not inherit.
@@ -116,7 +116,7 @@ def run_stock(configs, log, limit, started=None, **settings):
     `settings`; `run`, so its own session, log and time limit): a row per name from its JSON lines,
     and what the process did not reach failed with the process's reason. One process because a fresh
     one pays the imports and the CUDA context: once here, not once a config."""
-    from common import bench
+    from tools.bench import bench
     cmd = stock_command(list(configs.values()), **settings)
     start = time.time()
     code, out = run(cmd, log, limit, started)
@@ -162,7 +162,7 @@ def compare(script, batch, args, ours_flags, work):
     ours_dir = work / name
     # Ours evaluates at its last iteration (mmengine's loop does): on one validation image, so the
     # comparison is of training alone. The training split is the same files (symlinks).
-    from common.bench_sh import val_subset
+    from tools.bench.bench_sh import val_subset
     ours_root = str(val_subset(args.data_root, 1, work / 'data'))
     ours_cmd = [sys.executable, script, '--data-root', ours_root, '--work-dir', str(ours_dir),
                 '--no-pretrained', '--no-resume', '--max-iters', str(args.iters), '--val-interval', str(args.iters),
@@ -207,7 +207,7 @@ def main(argv=None):
     parser.add_argument('--warmup', type=int, default=20, help="stock: iterations left out of its median "
                         "(ours leaves out its own first few: common.train._steady)")
     parser.add_argument('--stock-script', type=Path, default=STOCK_SCRIPT, help='the stock baseline (default: '
-                        'tools/stock_mmseg_train.py)')
+                        'tools/bench/stock_mmseg_train.py)')
     parser.add_argument('--timeout', type=int, default=1800, help='seconds per run')
     parser.add_argument('--out', type=Path, default=Path('benchmarks/vs_stock'))
     parser.add_argument('--work', type=Path, default=Path('work_dirs/vs_stock'))
@@ -216,7 +216,7 @@ def main(argv=None):
     with reported():
         if not args.stock_script.is_file():
             raise SetupError(f'the stock baseline {args.stock_script} does not exist',
-                             'leave --stock-script out for tools/stock_mmseg_train.py, or name an existing file')
+                             'leave --stock-script out for tools/bench/stock_mmseg_train.py, or name an existing file')
     # The runs start in the repository root: paths given relative to here must still point here.
     args.work, args.data_root = args.work.resolve(), str(Path(args.data_root).resolve())
     args.out.mkdir(parents=True, exist_ok=True)
@@ -227,7 +227,7 @@ def main(argv=None):
             row = compare(f'train_{model}.py', batch, args, ours_flags, args.work)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if not k.endswith('_cmd')}), flush=True)
-    commands = [f'python -m common.vs_stock {" ".join(sys.argv[1:] if argv is None else argv)}']
+    commands = [f'python -m tools.bench.vs_stock {" ".join(sys.argv[1:] if argv is None else argv)}']
     (args.out / 'vs_stock.json').write_text(json.dumps(dict(rows=rows, commands=commands), indent=1))
     (args.out / 'vs_stock.md').write_text(markdown(rows, commands))
     print(markdown(rows, commands))

@@ -1,6 +1,6 @@
 """How fast a script's training pipeline produces images on this machine's CPUs: can it feed the GPU?
 
-    python -m common.data_speed train_pspnet.py --data-root data/ade/ADEChallengeData2016 \\
+    python -m tools.bench.data_speed train_pspnet.py --data-root data/ade/ADEChallengeData2016 \\
         [--workers 0,1,2] [--batches 30] [--target 96] [--json OUT.json] [script flags...]
 
 Builds the script's own train dataloader (its recipe pipeline: JPEG decode, RandomResize (2048, 512)

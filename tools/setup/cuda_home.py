@@ -1,6 +1,6 @@
 """Lay out a CUDA_HOME (bin/, include/, lib64/) from NVIDIA's pip packages, for building mmcv's CUDA ops.
 
-    python tools/cuda_home.py DEST SITE [SITE ...]
+    python -m tools.setup.cuda_home DEST SITE [SITE ...]
 
 Each SITE is a folder holding NVIDIA's `nvidia/` packages (the target setup.sh installed
 requirements/mmcv-cuda-build*.txt into, then .venv's site-packages for the cuBLAS/cuSPARSE/cuSOLVER
@@ -10,8 +10,8 @@ all of them (the first SITE wins where two hold the same file) and, for each `li
 `libX.so`, that link too: the linker's -lcudart needs it and the packages ship only the versioned name.
 nvcc finds its own nvvm/ and crt/ beside its real path, so bin/ links the files, not the folder.
 """
+import argparse
 import os
-import sys
 from pathlib import Path
 
 
@@ -61,10 +61,11 @@ def assemble(dest, sites):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) < 2:
-        raise SystemExit(__doc__)
-    print(assemble(argv[0], argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('dest', help='the CUDA_HOME to lay out')
+    parser.add_argument('sites', nargs='+', metavar='site', help="folders holding NVIDIA's nvidia/ packages")
+    args = parser.parse_args(argv)
+    print(assemble(args.dest, args.sites))
 
 
 if __name__ == '__main__':

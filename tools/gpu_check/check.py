@@ -1,22 +1,22 @@
 """The GPU check: every train script on the GPU, then the core scripts beside stock MMSegmentation, in
 one call of at most 8 minutes on one H100 or H200 (`--deadline-min`: 7.5).
 
-    bash tools/gpu_check.sh --out DIR          # a GPU machine with this repository's .venv: installs nothing
-    bash tools/gpu_check.sh --prepare WHEEL_DIR   # for one without (its own torch): wheels into .gpu-wheels/
-    python -m common.gpu_check [--out DIR] [--deadline-min 7.5] [--only smoke,vs_stock] [--scripts fcn,...]
-    python -m common.gpu_check --dry-run --out /tmp/x     # the CPU: every code path but CUDA's
+    bash tools/gpu_check/gpu_check.sh --out DIR    # a GPU machine with this repository's .venv: installs nothing
+    bash tools/gpu_check/gpu_check.sh --prepare WHEEL_DIR   # for one without (its own torch): wheels into .gpu-wheels/
+    python -m tools.gpu_check.check [--out DIR] [--deadline-min 7.5] [--only smoke,vs_stock] [--scripts fcn,...]
+    python -m tools.gpu_check.check --dry-run --out /tmp/x     # the CPU: every code path but CUDA's
 
-MEASUREMENTS, in order, each a function of common/gpu_stages.py. Our scripts run in this one process
-(common/inprocess.py; a failure that leaves the CUDA context unusable restarts the process with
---resume, and tools/gpu_check.sh resumes one killed by a signal); the stock baseline never does:
+MEASUREMENTS, in order, each a function of tools/gpu_check/stages.py. Our scripts run in this one process
+(tools/gpu_check/inprocess.py; a failure that leaves the CUDA context unusable restarts the process with
+--resume, and tools/gpu_check/gpu_check.sh resumes one killed by a signal); the stock baseline never does:
 
   env             the stack imports, mmcv's compiled ops run on the GPU; the GPU, driver, CUDA, versions
   data            synthetic ADE20K: 32 training + 16 validation JPEGs of 683x512, labels 0..150
   smoke           every train_*.py (scripts.all_names(), so new scripts are in), those most likely to fail
-                  first (gpu_stages.SMOKE_FIRST: custom mmcv ops, unusual layouts; the core six last), with
+                  first (stages.SMOKE_FIRST: custom mmcv ops, unusual layouts; the core six last), with
                   its defaults (the GPU fast path), 512x512, batch 2, 4 iterations from scratch: status,
                   finite losses, s/iter, img/s, peak memory (reset per script), the precision it used
-  vs_stock        the six core scripts, 20 iterations, beside tools/stock_mmseg_train.py (the official
+  vs_stock        the six core scripts, 20 iterations, beside tools/bench/stock_mmseg_train.py (the official
                   config as the wheel's tools/train.py trains it, fp32) at the same batch 2: median s/iter
                   of the last 12. The baseline is a subprocess of its own, with its own log and time limit,
                   that imports nothing of this project, so none of this process's changes to mmengine,
@@ -25,17 +25,17 @@ MEASUREMENTS, in order, each a function of common/gpu_stages.py. Our scripts run
                   on the 16 validation images: the mIoU difference
   sync_free       once common/deferred.py exists: iterations that do not log run under
                   torch.cuda.set_sync_debug_mode; a sync fails the run unless it is one of the script's host
-                  reads by nature (common/host_reads.py: Mask2Former's and MaskFormer's matcher, STDC's
+                  reads by nature (tools/gpu_check/host_reads.py: Mask2Former's and MaskFormer's matcher, STDC's
                   OHEM), which are counted by place
   eval_batch      once an EVAL_BATCH setting exists: evaluation at EVAL_BATCH 1 and 8, speed and mIoU
-A feature that is absent is recorded 'not available' with the reason (gpu_stages: the *_missing probes).
+A feature that is absent is recorded 'not available' with the reason (stages: the *_missing probes).
 
-Time: a deadline (--deadline-min, default 7.5) counted from the start of tools/gpu_check.sh (a wheels'
+Time: a deadline (--deadline-min, default 7.5) counted from the start of tools/gpu_check/gpu_check.sh (a wheels'
 install included). A measurement gets its planned budget (MEASUREMENTS), less what the minimum of each
 later one needs, but never less than its own minimum: the earlier, the more it matters. One that has
 less than its minimum left is recorded as skipped, and so is each run of a stage its budget has no room
 for. After every run, DIR/benchmarks/<gpu>/gpu_check.json and
-gpu_check.md (common/gpu_report.py: every figure, the commands, versions, GPU, driver) are rewritten,
+gpu_check.md (tools/gpu_check/report.py: every figure, the commands, versions, GPU, driver) are rewritten,
 gpu_check.log holds the lines printed here, and after every measurement gpu_check_logs.tar.gz holds
 each run's own log. At the end it prints which scripts work on the machine (precision, img/s, peak
 memory). Exit code 0 when every measurement finished (or is not available), 1 when one did not, 2 for
@@ -57,15 +57,17 @@ import time
 import traceback
 from pathlib import Path
 
-from common import files, gpu_report, gpu_stages as stages, inprocess, scripts, vs_stock
+from common import files, scripts
 from common.errors import SetupError, reported
+from tools.bench import vs_stock
+from tools.gpu_check import inprocess, report, stages
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STATE = 'gpu_check_state.json'          # in --work: what --resume continues from
 MAX_RESTARTS = 3
 
 Measurement = collections.namedtuple('Measurement', 'name run budget_s minimum_s required missing')
-# Budgets on one H100 or H200 (seconds): common/gpu_report.py's BUDGET_NOTE says where each number comes from.
+# Budgets on one H100 or H200 (seconds): report.py's BUDGET_NOTE says where each number comes from.
 MEASUREMENTS = [
     Measurement('env', stages.env, 30, 5, True, None),
     Measurement('data', stages.data, 20, 5, True, None),
@@ -138,7 +140,7 @@ class Context:
         if out is None:
             return
         files.atomic_write(text, str(out / 'gpu_check.json'))
-        files.atomic_write(gpu_report.markdown(self.results), str(out / 'gpu_check.md'))
+        files.atomic_write(report.markdown(self.results), str(out / 'gpu_check.md'))
         files.atomic_write('\n'.join(self.results['console']) + '\n', str(out / 'gpu_check.log'))
         if logs and self.logs.is_dir():
             buffer = io.BytesIO()
@@ -147,7 +149,7 @@ class Context:
             files.atomic_write(buffer.getvalue(), str(out / 'gpu_check_logs.tar.gz'))
 
     def after_item(self, label, row):
-        self.echo(f'{label}: {gpu_report.brief(row)}')
+        self.echo(f'{label}: {report.brief(row)}')
         self.save()
         if row.get('status') == 'failed' and not inprocess.cuda_ok():
             raise Restart(f'CUDA is unusable after {label}')
@@ -164,7 +166,7 @@ def run(measurements, ctx, only=None):
             continue  # finished before a restart
         if missing[m.name]:
             done[m.name] = dict(zip(('status', 'reason'), missing[m.name]))
-            ctx.echo(f'{m.name}: {gpu_report.brief(done[m.name])}')
+            ctx.echo(f'{m.name}: {report.brief(done[m.name])}')
             ctx.save()
             continue
         blocked = [x.name for x in measurements[:i] if x.required and done.get(x.name, {}).get('status') != 'finished']
@@ -193,7 +195,7 @@ def run(measurements, ctx, only=None):
         finally:
             stage['seconds'] = round(stage.get('seconds', 0) + time.time() - start, 1)
             ctx.save(logs=True)
-        ctx.echo(f'{m.name}: {gpu_report.brief(stage)} in {stage["seconds"]} s')
+        ctx.echo(f'{m.name}: {report.brief(stage)} in {stage["seconds"]} s')
     return all(done[m.name]['status'] in ('finished', 'not available') for m in measurements if m.name in done)
 
 
@@ -218,7 +220,7 @@ def _commit():
             return head.stdout.strip() + (' (with uncommitted changes)' if dirty else '')
     except (OSError, subprocess.SubprocessError):
         pass
-    noted = ROOT / '.gpu-wheels' / 'COMMIT'  # written by tools/gpu_check.sh --prepare
+    noted = ROOT / '.gpu-wheels' / 'COMMIT'  # written by tools/gpu_check/gpu_check.sh --prepare
     return noted.read_text().strip() + ' (noted by --prepare)' if noted.is_file() else None
 
 
@@ -226,7 +228,7 @@ def _checked(args):
     """The arguments a user can get wrong, refused before anything runs (SetupError, exit code 2)."""
     if not args.stock_script.is_file():
         raise SetupError(f'the stock baseline {args.stock_script} does not exist',
-                         'leave --stock-script out for tools/stock_mmseg_train.py, or name an existing file')
+                         'leave --stock-script out for tools/bench/stock_mmseg_train.py, or name an existing file')
     known = scripts.all_names()
     for flag, value in (('--scripts', args.scripts), ('--speed-scripts', args.speed_scripts)):
         unknown = [n for n in (value or '').split(',') if n and n not in known]
@@ -252,9 +254,9 @@ def parse(argv):
     p.add_argument('--smoke-iters', type=int, help='iterations of each smoke run (default 4)')
     p.add_argument('--speed-iters', type=int, help='iterations of each vs_stock run, ours and stock (default 30)')
     p.add_argument('--stock-script', type=Path, default=vs_stock.STOCK_SCRIPT,
-                   help='the stock baseline, run in a process of its own (default: tools/stock_mmseg_train.py)')
+                   help='the stock baseline, run in a process of its own (default: tools/bench/stock_mmseg_train.py)')
     p.add_argument('--resume', action='store_true', help='continue the run recorded in --work')
-    p.add_argument('--started-at', type=float, help='when the check began (epoch s; tools/gpu_check.sh sets it)')
+    p.add_argument('--started-at', type=float, help='when the check began (epoch s; gpu_check.sh sets it)')
     args = p.parse_args(argv)
     args.out, args.work, args.stock_script = args.out.resolve(), args.work.resolve(), args.stock_script.resolve()
     with reported():
@@ -275,7 +277,7 @@ def main(argv=None):
         shown = [a for i, a in enumerate(argv) if a != '--resume' and not a.startswith('--started-at')
                  and (i == 0 or argv[i - 1] != '--started-at')]
         results = dict(schema=1, command=os.environ.get('GPU_CHECK_COMMAND') or
-                       ' '.join(['python -m common.gpu_check', *shown]), dry_run=args.dry_run, commit=_commit(),
+                       ' '.join(['python -m tools.gpu_check.check', *shown]), dry_run=args.dry_run, commit=_commit(),
                        started_at=args.started_at or time.time(), started_utc=None, resumes=0,
                        install_s=float(os.environ['GPU_CHECK_INSTALL_S']) if os.environ.get('GPU_CHECK_INSTALL_S') else None,
                        stock_script=vs_stock.relative(args.stock_script), stages={})
@@ -298,10 +300,10 @@ def main(argv=None):
         forwarded = [a for a in argv if a != '--resume']
         if args.started_at is None:
             forwarded += ['--started-at', str(results['started_at'])]
-        os.execv(sys.executable, [sys.executable, '-m', 'common.gpu_check', *forwarded, '--resume'])
+        os.execv(sys.executable, [sys.executable, '-m', 'tools.gpu_check.check', *forwarded, '--resume'])
     results['finished'] = True
     ctx.save(logs=True)
-    print('\n' + gpu_report.works_table(results), flush=True)
+    print('\n' + report.works_table(results), flush=True)
     if ctx.out_dir():
         ctx.echo(f'wrote {ctx.out_dir()}/gpu_check.json, gpu_check.md, gpu_check.log, gpu_check_logs.tar.gz')
     return 0 if ok else 1

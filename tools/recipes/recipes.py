@@ -1,7 +1,7 @@
 """Every ADE20K recipe of MMSegmentation 1.2.2 (the configs its wheel ships) and the command that builds it.
 
-    python -m common.zoo --recipes               # the "all recipes" table: config -> command, mIoU
-    python -m common.zoo --recipes --dump DIR    # DIR/<config file> for each, and DIR/recipes.json
+    python -m tools.recipes.zoo --recipes               # the "all recipes" table (docs/recipes.md)
+    python -m tools.recipes.zoo --recipes --dump DIR    # DIR/<config file> for each, and DIR/recipes.json
 
 A recipe here is a script's REFERENCE or one of its REFERENCES entries (common.scripts): the official
 config file, the settings its command passes (the variant; the entry's `crop_size` where it differs

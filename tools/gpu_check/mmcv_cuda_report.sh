@@ -3,8 +3,8 @@
 # attention and PSAMask, and that mmcv.ops imports (issue 13 part 2; benchmarks/mmcv_cuda_build.md).
 # CUOBJDUMP: NVIDIA's cuobjdump, e.g. from the registry package nvidia-cuda-cuobjdump (bin/cuobjdump).
 set -u
-V=${1:?usage: tools/mmcv_cuda_report.sh VENV CUOBJDUMP}
-CUOBJ=${2:?usage: tools/mmcv_cuda_report.sh VENV CUOBJDUMP}
+V=${1:?usage: tools/gpu_check/mmcv_cuda_report.sh VENV CUOBJDUMP}
+CUOBJ=${2:?usage: tools/gpu_check/mmcv_cuda_report.sh VENV CUOBJDUMP}
 SO=$(ls $V/lib/python3*/site-packages/mmcv/_ext*.so)
 echo "== extension: $SO ($(du -h "$SO" | cut -f1))"
 echo "== wheel: $(ls -la ~/.cache/ade20k-train/wheels/*cu*/mmcv-2.1.0-*.whl 2>/dev/null)"

@@ -1,7 +1,7 @@
 """Parameters and FLOPs of a train_*.py model at 512x512, computed once and cached.
 
-    python -m common.complexity                      # every train_*.py, default variants
-    python -m common.complexity fcn segformer:mit-b2 --size 512,512
+    python -m tools.bench.complexity                      # every train_*.py, default variants
+    python -m tools.bench.complexity fcn segformer:mit-b2 --size 512,512
 
 The model is the one the script builds (its `build_config`, default settings, `--backbone VARIANT`),
 on the CPU, with SyncBN as BN and every `pretrained`/`init_cfg` removed so no weight file is read.

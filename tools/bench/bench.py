@@ -1,15 +1,15 @@
 """The table and charts of a benchmark run by bench.sh.
 
-    python -m common.bench collect work_dirs/bench/NAME [--out benchmarks/NAME] [--flops-size 512,512]
-    python -m common.bench error STDERR_LOG     (for bench.sh; its other helpers: common/bench_sh.py)
+    python -m tools.bench.bench collect work_dirs/bench/NAME [--out benchmarks/NAME] [--flops-size 512,512]
+    python -m tools.bench.bench error STDERR_LOG     (for bench.sh; its other helpers: tools/bench/bench_sh.py)
 
 bench.sh trains each model in work_dirs/bench/NAME/<model>/ and leaves there the script's
 summary.json (when it got that far), its stdout.log and stderr.log, and bench_run.txt (script,
 variant, exit code, seconds, command). `collect` turns every such folder into one row of
 benchmarks/NAME/results.csv and results.md: the measured speed, memory and mIoU beside the
 reference recipe's mIoU, memory and fps (the script's REFERENCE dict), parameters and FLOPs
-(common/complexity.py, cached), and for a failed model its status and error. It also draws
-speed_memory.png and miou_vs_speed.png (common/plots.py) beside the table.
+(tools/bench/complexity.py, cached), and for a failed model its status and error. It also draws
+speed_memory.png and miou_vs_speed.png (tools/bench/plots.py) beside the table.
 
 Why the loop is bash (bench.sh) and the rest is here: the loop is what one edits for a cluster
 (launcher, environment, which models) and reads best as a dozen shell lines; parsing logs, tables
@@ -22,7 +22,8 @@ import re
 import sys
 from pathlib import Path
 
-from common import cli, complexity, scripts
+from common import cli, scripts
+from tools.bench import complexity
 from common.errors import SetupError, reported
 
 RUN_FILE = 'bench_run.txt'      # written by bench.sh next to each run
@@ -212,7 +213,7 @@ def markdown(rows, bench_info, flops_size, charts=()):
 
     lines += ['', '## Columns', '',
               f'- params, GFLOPs: whole-image inference of one {size} image, auxiliary head excluded '
-              '(common/complexity.py; mmengine counts one multiply-add as one FLOP).',
+              '(tools/bench/complexity.py; mmengine counts one multiply-add as one FLOP).',
               '- img/s, s/iter: training throughput of all GPUs together, median of the iterations after '
               'start-up; data wait: the share of an iteration spent waiting for the data loader.',
               '- batch: images per GPU x GPUs. peak mem: `torch.cuda.max_memory_allocated` on one GPU; '
@@ -240,7 +241,7 @@ def write_csv(rows, path):
 def collect(bench_dir, out_dir, flops_size=complexity.SIZE, cache=complexity.CACHE, with_complexity=True,
             root='.'):
     """Write results.csv, results.md, speed_memory.png and miou_vs_speed.png; returns the rows."""
-    from common import plots
+    from tools.bench import plots
     bench_dir, out_dir = Path(bench_dir), Path(out_dir)
     runs = find_runs(bench_dir)
     if not runs:

@@ -7,14 +7,14 @@ training (val_begin past the end), a checkpoint only where asked, a unique exper
 keys its per-run logger and message hub by name and second), and a probe hook that copies each
 iteration's loss and time out of the message hub once, when training ends, so the run waits for
 nothing more than it would. With `sync_check`, iterations that neither log nor save nor are the first
-or the last run under torch.cuda.set_sync_debug_mode (common/host_reads.py: Syncs.armed): a sync
+or the last run under torch.cuda.set_sync_debug_mode (host_reads.py: Syncs.armed): a sync
 fails the run, and the traceback's end says where, unless it is one of the script's host reads by
 nature (a matcher's, OHEM's), which are counted by place instead (`expected_syncs`).
 `evaluate(...)` runs a script's --eval-only. Each returns a dict: exit code, the error line, seconds,
 peak GPU memory (reset before the run) and what the run wrote. All output of a run goes to its log
 file; one that overruns `limit_s` is stopped by SIGALRM (Overtime).
 `cuda_ok()` says whether a failure left the CUDA context usable (an illegal memory access does not).
-The stock baseline never runs here: it gets a process of its own (common/vs_stock.py: run_stock), so
+The stock baseline never runs here: it gets a process of its own (tools/bench/vs_stock.py: run_stock), so
 that none of this project's changes to mmengine, mmcv, mmseg and torch reach it.
 """
 import contextlib
@@ -25,7 +25,9 @@ import time
 import traceback
 from pathlib import Path
 
-from common import bench, host_reads, scripts
+from common import scripts
+from tools.bench import bench
+from tools.gpu_check import host_reads
 
 RECORDS = {}      # probe key -> what the probe hook saw in that run
 # When each run began. mmengine names a Runner's logger, message hub and scope by its experiment name

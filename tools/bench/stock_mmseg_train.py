@@ -2,7 +2,7 @@
 trains it, in a process that imports nothing of this project, so no change this project makes to
 mmengine, mmcv, mmseg or torch (see common/__init__.py) can reach it.
 
-    python tools/stock_mmseg_train.py pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py \\
+    python tools/bench/stock_mmseg_train.py pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py \\
         --data-root data/ade/ADEChallengeData2016 --iters 60 [--warmup 20] [--batch-per-gpu 2] [--amp]
 
 CONFIG is relative to the configs inside the installed mmsegmentation wheel (mmseg/.mim/configs). What
@@ -61,7 +61,7 @@ def parse(argv):
     if args.iters < 1 or not 0 <= args.warmup < args.iters:
         problems.append(f'--iters {args.iters} --warmup {args.warmup}: need 0 <= warmup < iters')
     if problems:
-        print('ERROR: ' + '\n       '.join(problems) + '\n  -> see `python tools/stock_mmseg_train.py --help`',
+        print('ERROR: ' + '\n       '.join(problems) + '\n  -> see `python tools/bench/stock_mmseg_train.py --help`',
               file=sys.stderr)
         sys.exit(2)
     args.data_root = str(Path(args.data_root).resolve())
@@ -170,7 +170,7 @@ def stock_check(runner=None):
              for key, (obj, package) in checked.items()}
     foreign = sorted(key for key, (obj, package) in checked.items() if not own(obj, package))
     tf32 = _tf32()
-    project = sorted(m for m in sys.modules if m == 'common' or m.startswith('common.'))
+    project = sorted(m for m in sys.modules if m.split('.')[0] in ('common', 'tools'))
     stock = (not foreign and not project and tf32 == TF32_AT_START
              and decode_head.accuracy is original and point_head.accuracy is original)
     return dict(found, not_own=foreign, tf32=tf32, tf32_as_at_start=tf32 == TF32_AT_START,

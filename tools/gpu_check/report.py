@@ -1,13 +1,14 @@
-"""gpu_check.md from the GPU check's results (common/gpu_check.py), and its one-line progress reports.
+"""gpu_check.md from the GPU check's results (tools/gpu_check/check.py), and its one-line progress reports.
 
-    python -m common.gpu_report benchmarks/nvidia-h200/gpu_check.json     # rewrite gpu_check.md beside it
+    python -m tools.gpu_check.report benchmarks/nvidia-h200/gpu_check.json     # rewrite gpu_check.md beside it
 """
+import argparse
 import json
-import sys
 from pathlib import Path
 
 BUDGET_NOTE = (
-    'Why the budgets fit the 7.5-minute deadline (one call of at most 8 minutes) on one H100 or H200 (common/gpu_check.py, MEASUREMENTS). '
+    'Why the budgets fit the 7.5-minute deadline (one call of at most 8 minutes) on one H100 or H200 '
+    '(tools/gpu_check/check.py, MEASUREMENTS). '
     'Smoke: the dry run on a 2-core CPU measured each script\'s set-up in this process (its config, checks, '
     'Runner, model build and initialisation: host work a GPU run does too) at 1.6-11.6 s, median 4.8 s, '
     '186.5 s for all 39 (benchmarks/gpu_check_cpu/smoke.json); on the GPU each adds about 2.5 s (the model '
@@ -117,7 +118,7 @@ def _compare(stage, what):
 
 
 def _sync_free(stage):
-    def expected(r):  # the host reads by the script's nature: how many, and where (common/host_reads.py)
+    def expected(r):  # the host reads by the script's nature: how many, and where (tools/gpu_check/host_reads.py)
         found = r.get('expected_syncs') or {}
         return '; '.join(f'{count}x {place}' for place, count in found.items()) or None
     rows = [[name, r['status'], r.get('armed_iters'), r.get('iters'), r.get('sec_per_iter'), expected(r),
@@ -202,7 +203,9 @@ def markdown(r):
 
 
 def main(argv=None):
-    path = Path((argv or sys.argv[1:])[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('results', type=Path, help='a gpu_check.json; gpu_check.md is written beside it')
+    path = parser.parse_args(argv).results
     out = path.with_suffix('.md')
     out.write_text(markdown(json.loads(path.read_text())))
     print(f'wrote {out}')

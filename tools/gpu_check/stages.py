@@ -1,5 +1,5 @@
 """The GPU check's measurements: each a function of the check's context that returns its results
-(common/gpu_check.py runs them in order, each within its time budget, and writes what they return).
+(tools/gpu_check/check.py runs them in order, each within its time budget, and writes what they return).
 
 A measurement that needs a feature the checkout may not have yet comes with a probe (`*_missing`)
 that returns why it cannot run, recorded as 'not available', or None: it lights up once the feature
@@ -13,7 +13,9 @@ import shutil
 import statistics
 import subprocess
 
-from common import bench_sh, checkpoints, cli, demo_data, inprocess, scripts, vs_stock
+from common import checkpoints, cli, demo_data, scripts
+from tools.bench import bench_sh, vs_stock
+from tools.gpu_check import inprocess
 
 EVAL_MODELS = ('fcn', 'segformer')      # evaluated in bf16 and fp32 on the same weights
 SYNC_FREE_MODULE = 'common.deferred'    # logged values kept on the device: no host sync per iteration
@@ -136,7 +138,7 @@ def smoke(ctx):
 
 def vs_stock_speed(ctx):
     """The core scripts beside stock MMSegmentation's training loop, same batch, data and iterations:
-    stock first, every config in one process of its own (tools/stock_mmseg_train.py, `_stock_run`),
+    stock first, every config in one process of its own (tools/bench/stock_mmseg_train.py, `_stock_run`),
     then ours, each in this process."""
     rows = ctx.stage.setdefault('models', {})
     p = ctx.plan

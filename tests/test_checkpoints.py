@@ -1,4 +1,5 @@
-"""Checkpoints load with weights_only=True and mmengine's types allowed; code in a file never runs."""
+"""Checkpoint files (common/checkpoints.py): they load with weights_only=True and mmengine's types allowed;
+code in a file never runs."""
 import io
 import os
 

@@ -1,6 +1,6 @@
-"""The other commands users run stop on a wrong input the way the scripts do: one message naming
-what is wrong and what to do, exit code 2, no traceback (issue 14). bench.sh's options and
-`common.bench collect` are in tests/test_bench.py."""
+"""The commands users run besides the scripts (common.pretrained, convert_vit, download_ade20k) stop on a
+wrong input the way the scripts do: one message naming what is wrong and what to do, exit code 2, no
+traceback (issue 14). bench.sh's options and `tools.bench.bench collect` are in tests/test_bench.py."""
 import subprocess
 import sys
 import zipfile

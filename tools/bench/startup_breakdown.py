@@ -1,6 +1,6 @@
 """Where the seconds go between launch and the first training iteration, phase by phase, on this machine.
 
-    .venv/bin/python tools/startup_breakdown.py train_fcn.py --data-root data/demo/ADEChallengeData2016 \
+    .venv/bin/python -m tools.bench.startup_breakdown train_fcn.py --data-root data/demo/ADEChallengeData2016 \
         --json benchmarks/startup/fcn_demo.json -- --crop-size 64     # after --: the script's own flags
 
 Runs, in one fresh process, what `python train_x.py` runs (common/runtime.py), timing each phase:
@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 T0 = time.perf_counter()
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Clock:
@@ -119,7 +118,7 @@ def main(argv=None):
     assert resume  # the module that does the project's way
     rows = dict(script=args.script, flags=flags, phases=clock.phases, total_s=total,
                 resume_at_iteration=args.iters, resume_to_first_iteration_s=timings,
-                command=' '.join(['.venv/bin/python', 'tools/startup_breakdown.py', *argv]))
+                command=' '.join(['.venv/bin/python', '-m', 'tools.bench.startup_breakdown', *argv]))
     print(f'| phase | seconds |\n|---|---|')
     for name, seconds in clock.phases:
         print(f'| {name} | {seconds} |')

@@ -1,6 +1,6 @@
 """Batched vs one-at-a-time evaluation, same process, same weights, on a set with ADE20K's size mix.
 
-    .venv/bin/python tools/eval_batch_speed.py --scripts fcn,segformer --images 60 --crop 256 \
+    .venv/bin/python -m tools.bench.eval_batch_speed --scripts fcn,segformer --images 60 --crop 256 \
         --batches 1,8 --json benchmarks/cpu_eval_batch/eval_batch.json
 
 The validation set is synthetic (common/demo_data.py scenes) with the aspect ratios ADE20K's photos
@@ -16,8 +16,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # (w, h) and share of the set, ADE20K-like; 'odd' sizes are drawn per image.
 MIX = [((640, 480), 0.40), ((800, 600), 0.10), ((1024, 768), 0.05), ((480, 640), 0.12), ((512, 512), 0.08),
@@ -95,7 +93,8 @@ def main(argv=None):
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         load = dict(zip(('1min', '5min', '15min'), os.getloadavg()))  # other work on the machine during the run
-        Path(args.json).write_text(json.dumps(dict(command=' '.join(sys.argv), threads=torch.get_num_threads(),
+        command = ' '.join(['python -m tools.bench.eval_batch_speed', *(sys.argv[1:] if argv is None else argv)])
+        Path(args.json).write_text(json.dumps(dict(command=command, threads=torch.get_num_threads(),
                                                    cpus=os.cpu_count(), loadavg_at_end=load, rows=rows),
                                               indent=2) + '\n')
 

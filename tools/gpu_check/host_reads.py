@@ -2,7 +2,7 @@
 one decision made from a stack of frames: is this read one of them?
 
 Two places ask it: tests/hostreads.py, which counts every host read of an iteration on the CPU, and
-the GPU check's sync-free stage (common/inprocess.py), where `Syncs(script).armed()` runs an
+the GPU check's sync-free stage (tools/gpu_check/inprocess.py), where `Syncs(script).armed()` runs an
 iteration under torch.cuda.set_sync_debug_mode: 'error' for a script without reads by nature (the
 first sync raises where it happens); 'warn' for one with them, because 'error' cannot let a sync
 through and go on, and each warning is decided here: a read by nature is counted under the place it
@@ -56,7 +56,7 @@ def by_nature(frames, script):
 def where(frames, count=4):
     """The innermost `count` frames outside torch, the warnings machinery and this module: where a read is."""
     kept = [f for f in frames if not any(part in f.filename.replace('\\', '/') for part in (
-        'site-packages/torch/', '/warnings.py', 'common/host_reads.py'))]
+        'site-packages/torch/', '/warnings.py', 'gpu_check/host_reads.py'))]
     return ' <- '.join(f'{_short(f.filename)}:{f.lineno} {f.name}' for f in reversed(kept[-count:]))
 
 

@@ -1,13 +1,13 @@
 """Pictures of runs: training curves from the JSON scalar logs, and the benchmark charts.
 
-    python -m common.plots curves work_dirs/fcn_ade20k [work_dirs/pspnet_ade20k ...] --out curves.png
+    python -m tools.bench.plots curves work_dirs/fcn_ade20k [work_dirs/pspnet_ade20k ...] --out curves.png
 
 `curves` plots the training loss and the validation mIoU against the iteration, one colour per run
 (several work dirs are overlaid). A run that was resumed has one `<timestamp>/vis_data/scalars.json`
 per launch: they are merged in launch order, and where two launches logged the same iteration (a
 resume from an earlier checkpoint) the later one wins.
 
-`speed_memory()` and `miou_vs_speed()` draw the two charts of `python -m common.bench collect`.
+`speed_memory()` and `miou_vs_speed()` draw the two charts of `python -m tools.bench.bench collect`.
 Matplotlib runs with the Agg backend: no display is needed.
 """
 import argparse

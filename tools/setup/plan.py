@@ -1,10 +1,11 @@
 """What `bash setup.sh` installs and builds on this machine, decided before anything is installed.
 
-    bash setup.sh --plan                     # the same as: python3 tools/setup_plan.py --plan
+    bash setup.sh --plan                     # the same as: python3 -m tools.setup.plan --plan
     bash setup.sh --plan --resolve           # also ask pip (a dry run) where each locked file comes from
-    python3 tools/setup_plan.py --shell      # the plan as shell assignments (setup.sh evals these)
+    python3 -m tools.setup.plan --shell      # the plan as shell assignments (setup.sh evals these)
 
-Standard library only: it runs with the system python before .venv exists. The inputs:
+Standard library only: it runs with the system python before .venv exists, from the repository root
+(setup.sh changes to it). The inputs:
 
   TORCH_CUDA             which CUDA build of torch: cu130 (the default: the package registry's torch,
                          requirements/lock.txt), cu128 or cu126 (PyTorch's own index, requirements/lock-<choice>.txt)
@@ -31,9 +32,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from common import gpu  # noqa: E402  (standard library only, like this file: the driver table)
+from common import gpu  # standard library only, like this file: the driver table
+
+ROOT = Path(__file__).resolve().parents[2]
 
 MMCV = '2.1.0'
 PYTORCH_INDEX = 'https://download.pytorch.org/whl/'
@@ -144,7 +145,7 @@ def plan(env=None, root=ROOT):
         raise Refused(
             f'TORCH_CUDA={choice}: {spec["lock"]} is not in this checkout, and setup.sh installs only hash-locked '
             f'files. Its hashes come from {spec["index"]}, which was not reachable where the locks were made: '
-            f'on a machine that reaches it run `python tools/make_lock.py --torch-cuda {choice}` and commit '
+            f'on a machine that reaches it run `python -m tools.setup.make_lock --torch-cuda {choice}` and commit '
             f'{spec["lock"]} and {spec["build"]}; or use the default (unset TORCH_CUDA: CUDA 13.0, driver >= 580)')
     lock_text = lock_path.read_text()
     torch_pin = locked(lock_text, 'torch')
@@ -213,7 +214,7 @@ def _choose_nvcc(p, env, root, spec):
     build = root / spec['build']
     if not build.is_file():
         raise Refused(f'{spec["build"]} (the CUDA compiler packages for CUDA {cuda}) is not in this checkout: '
-                      f'run `python tools/make_lock.py --torch-cuda {p["torch_cuda"]}` where {p["index"] or "PyPI"} '
+                      f'run `python -m tools.setup.make_lock --torch-cuda {p["torch_cuda"]}` where {p["index"] or "PyPI"} '
                       'is reachable, or set CUDA_HOME to a CUDA ' + cuda + ' toolkit')
     text = build.read_text()
     version = locked(text, 'nvidia-cuda-nvcc') or locked(text, 'nvidia-cuda-nvcc-cu12') or '?'

@@ -1,10 +1,11 @@
-"""The table of scripts in README.md, generated from the scripts themselves.
+"""The table of scripts in README.md and of all recipes in docs/recipes.md, generated from the scripts.
 
-    python -m common.zoo                        # print the markdown table of scripts
-    python -m common.zoo --write                # rewrite both README tables (scripts, all recipes)
-    python -m common.zoo --recipes              # print the table of all official ADE20K recipes
-    python -m common.zoo --recipes --dump DIR   # DIR/<official file name>: the config our command builds
-                                                # for it (Config.fromfile loads it); DIR/recipes.json
+    python -m tools.recipes.zoo                        # print the markdown table of scripts
+    python -m tools.recipes.zoo --write                # rewrite both tables: README.md's (scripts) and
+                                                       # docs/recipes.md's (all recipes)
+    python -m tools.recipes.zoo --recipes              # print the table of all official ADE20K recipes
+    python -m tools.recipes.zoo --recipes --dump DIR   # DIR/<official file name>: the config our command
+                                                       # builds for it (Config.fromfile loads it); DIR/recipes.json
 
 Reference numbers come from each script's REFERENCE (which mirrors the shared reference file);
 what a model needs is read from its config: scoped types (mmdet., mmpretrain.), heads that call
@@ -14,9 +15,11 @@ import argparse
 import re
 from pathlib import Path
 
-from common import cli, config, recipes, scripts
+from common import cli, config, scripts
+from tools.recipes import recipes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+README, RECIPES_PAGE = ROOT / 'README.md', ROOT / 'docs' / 'recipes.md'
 MARK, END = '<!-- SCRIPTS-TABLE -->', '<!-- SCRIPTS-TABLE-END -->'
 RECIPES_MARK, RECIPES_END = '<!-- RECIPES-TABLE -->', '<!-- RECIPES-TABLE-END -->'
 # Config types whose forward pass reaches a compiled (or mmcv.ops) kernel.
@@ -54,17 +57,19 @@ def table():
     return head + '\n'.join('| ' + ' | '.join(row) + ' |' for row in rows()) + '\n'
 
 
-def _replace(text, mark, end, table_text):
-    before, found, rest = text.partition(mark + '\n')
+def _replace(path, mark, end, table_text):
+    """Rewrite what lies between the two marker lines of the file at `path`."""
+    before, found, rest = path.read_text().partition(mark + '\n')
     _, found_end, after = rest.partition(end + '\n')
     if not (found and found_end):
-        raise SystemExit(f'README.md lacks the {mark} ... {end} markers')
-    return before + mark + '\n' + table_text + end + '\n' + after
+        raise SystemExit(f'{path.relative_to(ROOT)} lacks the {mark} ... {end} markers')
+    path.write_text(before + mark + '\n' + table_text + end + '\n' + after)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--write', action='store_true', help="rewrite README.md's two tables")
+    parser.add_argument('--write', action='store_true',
+                        help="rewrite README.md's table of scripts and docs/recipes.md's of all recipes")
     parser.add_argument('--recipes', action='store_true', help='the table of every official ADE20K recipe')
     parser.add_argument('--dump', metavar='DIR', help='with --recipes: write each resolved config and recipes.json')
     args = parser.parse_args(argv)
@@ -76,10 +81,9 @@ def main(argv=None):
     if not args.write:
         print(recipes.table() if args.recipes else table())
         return
-    readme = ROOT / 'README.md'
-    text = _replace(readme.read_text(), MARK, END, table())
-    readme.write_text(_replace(text, RECIPES_MARK, RECIPES_END, recipes.table()))
-    print(f'wrote the tables of scripts and recipes into {readme}')
+    _replace(README, MARK, END, table())
+    _replace(RECIPES_PAGE, RECIPES_MARK, RECIPES_END, recipes.table())
+    print(f'wrote the table of scripts into {README} and the table of recipes into {RECIPES_PAGE}')
 
 
 if __name__ == '__main__':
