@@ -49,7 +49,7 @@ REFERENCES = {  # the other recipes of the folder (scripts.reference_for picks b
 }
 BACKBONES = {'r50-d8': dict(models.RESNET_V1C['r50'], **models.BOTTLENECK_D8_HEADS),
              'r101-d8': dict(models.RESNET_V1C['r101'], **models.BOTTLENECK_D8_HEADS),
-             # No ADE20K recipe: CSAIL's ResNet18dilated + C1_deepsup (README, models of other codebases).
+             # No ADE20K recipe: CSAIL's ResNet18dilated + C1_deepsup (docs/recipes.md, models of other codebases).
              'r18-d8': dict(models.RESNET_V1C['r18'], **models.R18_D8_HEADS)}
 
 

@@ -17,7 +17,7 @@ FULL_SUPPORT = {'11.8': 520, '12.1': 530, '12.4': 550, '12.6': 560, '12.8': 570,
 # Minor-version compatibility: a CUDA 12.x build also runs on any driver >= 525, a 13.x one on >= 580
 # (the same release notes), without PTX JIT for newer GPUs than the build targets.
 MINOR_COMPAT = {'11': 450, '12': 525, '13': 580}
-# setup.sh's TORCH_CUDA choices and the CUDA version each installs (README: "GPU machines").
+# setup.sh's TORCH_CUDA choices and the CUDA version each installs (docs/install.md: "Which CUDA build of torch").
 # tools/setup/plan.py reads these tables too (standard library only here, for it): one set of numbers.
 TORCH_CUDA = {'cu126': '12.6', 'cu128': '12.8', 'cu130': '13.0'}
 CPU_CHOICE = '--device cpu (DEVICE = "cpu") trains on the CPU anyway'
