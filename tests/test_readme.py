@@ -187,7 +187,7 @@ def test_every_script_flag_named_is_accepted():
 def test_no_placeholder_or_workspace_path_left():
     found = [f'{doc.relative_to(ROOT)}:{i}: {line.strip()}' for doc in WITH_COMMANDS
              for i, line in enumerate(doc.read_text().splitlines(), 1)
-             if any(word in line for word in ('TBD', 'TODO', '../shared'))]
+             if any(word in line for word in ('TBD', 'TODO', '../' + 'shared'))]  # split: this file is scanned too
     assert not found, '\n'.join(found)
 
 
