@@ -149,9 +149,9 @@ class LossGuard:
         bad = ~torch.isfinite(loss.detach()).all()
         optimizer = self.optimizer
         scaled = isinstance(self, AmpOptimWrapper)
-        if scaled and not optimizer.state:
-            return _first_scaled_step(self, stock, loss, step_kwargs, zero_kwargs)
-        if scaled or (getattr(optimizer, '_step_supports_amp_scaling', False) and optimizer.state):
+        first_scaled = scaled and not optimizer.state  # read on the host, as any first step (below)
+        if not first_scaled and (scaled or (getattr(optimizer, '_step_supports_amp_scaling', False)
+                                            and optimizer.state)):
             bad = dist.max_over_ranks(bad.float().reshape(()))  # 0-dim, as GradScaler gives it
             if self._inner_count % self._accumulative_counts and getattr(self, '_window_bad', None) is not None:
                 bad = torch.maximum(bad, self._window_bad)  # any micro-batch of the window
@@ -167,6 +167,8 @@ class LossGuard:
             self._inner_count += 1  # keep gradient-accumulation counting in step
             self.zero_grad(**(zero_kwargs or {}))
             return
+        if first_scaled:
+            return _first_scaled_step(self, stock, loss, step_kwargs, zero_kwargs)
         return stock(loss, step_kwargs, zero_kwargs)
 
     def _clip_grad(self):
@@ -186,17 +188,11 @@ class GuardedOptimWrapper(LossGuard, OptimWrapper):
 
 
 def _first_scaled_step(wrapper, stock_update, loss, step_kwargs, zero_kwargs):
-    """The first steps of an fp16 run, until the optimizer has state: the loss is read on the host
-    (as for any first step), and a step the loss scaler skipped leaves no optimizer state behind. A
-    skipped step is routine there (the initial scale 2^16 overflows until it has come down), and
-    torch's fused SGD makes its momentum buffers with empty_like before its kernel learns of the
+    """An fp16 step while the optimizer has no state yet: a step the loss scaler skips leaves none
+    behind. A skipped step is routine there (the initial scale 2^16 overflows until it has come down),
+    and torch's fused SGD makes its momentum buffers with empty_like before its kernel learns of the
     overflow and returns: that uninitialised memory would be the momentum from then on (NaN losses).
     Dropped, the next step starts the state afresh, as if it were the first."""
-    wrapper.nonfinite = dist.any_rank(not bool(torch.isfinite(loss.detach()).all()))
-    if wrapper.nonfinite:
-        wrapper._inner_count += 1
-        wrapper.zero_grad(**(zero_kwargs or {}))
-        return
     scale = wrapper.loss_scaler.get_scale()
     result = stock_update(loss, step_kwargs, zero_kwargs)
     if wrapper.loss_scaler.get_scale() < scale:  # the scaler found inf/NaN gradients and skipped the step
