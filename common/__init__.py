@@ -45,6 +45,8 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     resume       which checkpoint a run resumes from, its data order continued without replay, and its
                  optimizer state fitted to this run (memory layout, fused step)
     train        one training run: prepare the config, the Runner and its hooks, banner, summary.json
+    console      what a run shows on the console (progress, evaluations, its end) and keeps for its log file
+    class_table  per-class IoU and accuracy of an evaluation, as markdown and CSV
     stock_tools  what MMSegmentation's own tools need to run a dumped config: its custom_imports, and
                  (imported by it) checkpoints' allow-list in torch's safe loading
 3. Using a trained checkpoint
@@ -70,7 +72,10 @@ How a run extends mmengine, mmcv and torch. Through their registries (what a run
   worker_init in FUNCTIONS; fixed_window: ResizeToAtLeast in mmseg's TRANSFORMS.
 - Hooks registered on the run's Runner: resilience's SafetyHook (pre-emption, the loss guard's stop),
   resume's OptimizerStateFitHook (a resumed optimizer state in its parameters' layout and this run's
-  fused/unfused step), train's RunRecorder.
+  fused/unfused step), train's RunRecorder, console's ProgressHook (the console's lines).
+- console: the run's Runner class builds mmengine's logger with a console filter (marked lines and
+  errors) and formatter; class_table: KeptAreasIoUMetric in mmseg's METRICS (the run's own copy of
+  the config names it: IoUMetric keeping the per-class areas of its last evaluation).
 - On the run's own model (nothing of the libraries replaced): kernel_guard.guard_kernels' forward hooks
   (mmcv ops with compiled kernels get fp32, contiguous inputs outside autocast; NCHW_ONLY modules
   contiguous ones, and on a CPU NCHW_ON_CPU ones: torch's GroupNorm backward), speed.non_blocking_inputs (its data preprocessor copies without blocking),
@@ -88,6 +93,7 @@ runner.train()), and tests/test_library_changes.py checks that the libraries are
 - fixed_window.resizing (BEiT, MAE): mmseg's BEiT._geometric_sequence_interpolation computes with
   RectBivariateSpline instead of scipy's interp2d, which the pinned SciPy no longer has;
 - resilience.signal_handlers: SIGTERM, SIGINT and SIGUSR1 save a checkpoint and stop (pre-emption);
+- warnings.catch_warnings: console.attach sends Python warnings to the run's log file (not with --verbose);
 - weights_fit.must_fit: mmengine's and torch's load_state_dict audit what a file leaves uninitialised;
 - faults.loss_faults (tests only, ADE_TRAIN_FAULT=nan@iter=N / overflow@iter=N): BaseModel.parse_losses.
 Also: train.prepare sets TORCH_NCCL_ASYNC_ERROR_HANDLING=1 (unless set), so a dead rank fails the others.
@@ -102,6 +108,7 @@ LAYERS = {
     'layouts': 2, 'pretrained': 2, 'inventory': 2, 'weights_fit': 2, 'fixed_window': 2, 'checkpoints': 2,  # 2b
     'dist': 2, 'gpu': 2, 'speed': 2, 'kernel_guard': 2, 'deferred': 2, 'batched_eval': 2,  # 2c
     'checks': 2, 'demo_data': 2, 'resilience': 2, 'resume': 2, 'train': 2, 'stock_tools': 2,  # 2d
+    'console': 2, 'class_table': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,

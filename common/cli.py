@@ -8,6 +8,8 @@ constants before `build_config` runs, so every number derived from them follows.
 """
 import argparse
 import re
+import shlex
+import sys
 import types
 import typing
 from pathlib import Path
@@ -119,6 +121,9 @@ def build_parser(namespace, doc=None):
     run.add_argument('--no-pretrained', action='store_true', help='train from scratch: no pretrained backbone')
     run.add_argument('--no-resume', action='store_true',
                      help="start over even if WORK_DIR holds a checkpoint (default: resume from WORK_DIR's last one)")
+    run.add_argument('--verbose', action='store_true',
+                     help="the console shows mmengine's whole output (environment, config, hooks, every log line, "
+                          'the per-class table, library warnings), not only the progress lines; the log file always keeps it')
     run.add_argument('--trust-checkpoint', action='store_true',
                      help='load checkpoints with full pickle (can run code from the file): only for files you trust')
 
@@ -157,8 +162,11 @@ def parse(namespace, argv=None, doc=None):
         validate.refuse(validate.values(namespace, final, options), 'values')
     except SetupError as err:
         report(err)
+    # The command as given (the end of a run prints the commands that evaluate or continue it).
+    given = shlex.join(sys.argv[1:] if argv is None else [str(a) for a in argv])
+    command = f'python {Path(namespace.get("__file__") or "train_unknown.py").name} {given}'.rstrip()
     return types.SimpleNamespace(SCRIPT=script, reference=scripts.reference_for(namespace, final),
-                                 **final, **options)
+                                 command=command, **final, **options)
 
 
 def choose(setting, value, table):

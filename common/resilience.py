@@ -14,6 +14,7 @@
 import atexit
 import contextlib
 import gc
+import logging
 import multiprocessing
 import os
 import signal
@@ -23,7 +24,7 @@ import torch
 from mmengine.optim import OptimWrapper
 from mmengine.registry import FUNCTIONS, OPTIM_WRAPPERS
 
-from common import checkpoints, deferred, dist, faults, files
+from common import checkpoints, console, deferred, dist, faults, files
 
 EXIT_DIVERGED = 3
 
@@ -226,7 +227,6 @@ def make_guard_hook(on_nonfinite='stop'):
     """The hook that turns a skipped step into a stop (default) or a counted skip, and that
     handles pre-emption and injected kills between iterations and inside evaluation."""
     from mmengine.hooks import Hook
-    from mmengine.logging import print_log
 
     class SafetyHook(Hook):
         priority = 'VERY_LOW'  # after the CheckpointHook of the same iteration
@@ -261,8 +261,8 @@ def make_guard_hook(on_nonfinite='stop'):
                 self.skipped += 1
                 if on_nonfinite == 'stop':
                     raise Diverged(message + '; the optimizer step was skipped, the last checkpoint is untouched')
-                print_log(f'[guard] {message}: step skipped ({self.skipped} so far)', logger='current',
-                          level=30)
+                console.say(runner.logger, f'[guard] {message}: step skipped ({self.skipped} so far)',
+                            level=logging.WARNING)
                 runner.message_hub.update_scalar('train/skipped_steps', self.skipped)
 
         def after_train(self, runner):
@@ -293,8 +293,7 @@ def make_guard_hook(on_nonfinite='stop'):
         def before_train(self, runner):
             pending = eval_interrupted_at(runner.work_dir)
             if pending is not None and pending == runner.iter:
-                print_log(f'[resume] evaluating iteration {pending} again (its evaluation did not finish)',
-                          logger='current')
+                console.say(runner.logger, f'[resume] evaluating iteration {pending} again (its evaluation did not finish)')
                 runner.val_loop.run()  # its after_val removes the marker
             elif pending is not None and runner.rank == 0:
                 _remove_marker(runner.work_dir)  # an older iteration's: that checkpoint is not the one resumed

@@ -13,9 +13,10 @@ import statistics
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
-from common import batched_eval, checkpoints, cli, config, deferred, dist, faults, files, resilience, resume, scripts, speed, validate, weights_fit
+from common import batched_eval, checkpoints, cli, config, console, deferred, dist, faults, files, resilience, resume, scripts, speed, validate, weights_fit
 from common.errors import SetupError
 
 
@@ -38,9 +39,12 @@ def prepare(cfg, s, plan):
     for loader in ('val_dataloader', 'test_dataloader'):
         cfg[loader] = batched_eval.batched(cfg[loader], batched_eval.size(s.EVAL_BATCH, torch.cuda.is_available()))
     resilience.survive_group_signals(cfg, dist.rank_from_env())
+    if cfg.get('val_evaluator', {}).get('type') == 'IoUMetric':  # the same numbers, and the per-class table kept
+        cfg['val_evaluator'] = dict(cfg['val_evaluator'], type='KeptAreasIoUMetric')
     # So the config the run writes (work_dir/<time>/vis_data/config.py) builds elsewhere too: the
     # modules that register its worker init, samplers and loops.
-    config.add_imports(cfg, 'common.resilience', 'common.batched_eval', 'common.resume', 'common.checkpoints')
+    config.add_imports(cfg, 'common.resilience', 'common.batched_eval', 'common.resume', 'common.checkpoints',
+                       'common.class_table')
     return resume.plan(cfg, s)
 
 
@@ -57,6 +61,7 @@ def changes_of_a_run(cfg, plan):
             stack.enter_context(fixed_window.resizing())       # pretrained tables without scipy's interp2d
         stack.enter_context(faults.loss_faults())              # tests only (ADE_TRAIN_FAULT)
         stack.enter_context(resilience.signal_handlers())      # pre-emption
+        stack.enter_context(warnings.catch_warnings())         # console.attach sends them to the log file
         yield
 
 
@@ -231,9 +236,10 @@ def train(cfg, s, plan, started):
 
 def _train(cfg, s, plan, started):
     from mmengine.config import Config
-    runner = speed.runner_class(plan).from_cfg(Config(cfg))
+    runner = console.runner_class(speed.runner_class(plan), s.verbose).from_cfg(Config(cfg))
     recorder = _make_recorder(started)
     runner.register_hook(recorder)
+    runner.register_hook(console.ProgressHook(s.SCRIPT, s.LOG_INTERVAL, s.BATCH_PER_GPU * runner.world_size))
     runner.register_hook(resilience.make_guard_hook(s.ON_NONFINITE_LOSS))
     runner.register_hook(resume.make_layout_hook())  # a resumed optimizer state in its parameters' layout
     start, status, stopped_at = time.time(), 'failed', None
@@ -270,8 +276,31 @@ def _train(cfg, s, plan, started):
             _write_summary(summarize(runner, recorder, s, plan, status, time.time() - start, stopped_at),
                            Path(cfg['work_dir']) / 'summary.json', s.SCRIPT)
     if runner.rank == 0:
-        picture = save_predictions_picture(runner, Path(cfg['work_dir']) / 'predictions.png')
-        print(f'[{s.SCRIPT}] wrote {picture} (image | ground truth | prediction)', flush=True)
+        save_predictions_picture(runner, Path(cfg['work_dir']) / 'predictions.png')
+        print('\n'.join(end_lines(runner, s, recorder, time.time() - started)), flush=True)
+
+
+def end_lines(runner, s, recorder, seconds):
+    """The last lines of a finished run: what it reached, where everything is, what to run next."""
+    work_dir = Path(runner.work_dir)
+    hub = runner.message_hub
+    best, best_ckpt = hub.get_info('best_score'), hub.get_info('best_ckpt')
+    latest = checkpoints.latest(str(work_dir))
+    miou = recorder.metrics.get('mIoU')
+    reached = f'mIoU {miou:.2f}' if miou is not None else 'no evaluation'
+    if best is not None:
+        reached += f' (best {float(best):.2f}: {Path(best_ckpt).name})'
+    given = s.command.replace(' --no-resume', '')
+    lines = [f'finished {runner.iter} iterations in {console.duration(seconds)}: {reached}',
+             f'results in {work_dir}: summary.json, predictions.png (image | ground truth | prediction)'
+             + (', per_class/ (IoU and accuracy of each class)' if (work_dir / 'per_class').is_dir() else ''),
+             f'log: {console.log_file(runner)} (environment, config, every log line, library warnings)']
+    evaluated = best_ckpt or latest
+    if evaluated:
+        lines.append(f'evaluate: {given} --eval-only {evaluated}')
+    if latest:
+        lines.append(f'train on: the same command with a larger --max-iters resumes from {Path(latest).name}')
+    return [f'[{s.SCRIPT}] {line}' for line in lines]
 
 
 def _write_summary(summary, path, script):
@@ -279,6 +308,6 @@ def _write_summary(summary, path, script):
         files.atomic_write(json.dumps(summary, indent=2) + '\n', str(path), fault_point='save')
     except OSError as exc:  # a full disk must not hide the error that stopped the run
         print(f'[{script}] could not write {path}: {exc}', file=sys.stderr)
-    print(f'[{script}] wrote {path}: ' + ', '.join(
+    print(f'[{script}] {path}: ' + ', '.join(
         f'{k}={summary[k]}' for k in ('status', 'iters_done', 'mIoU', 'best_mIoU', 'sec_per_iter',
                                       'img_per_sec', 'max_mem_mb')), flush=True)

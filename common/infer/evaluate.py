@@ -6,17 +6,15 @@ recipe's reference). It runs the recipe's test mode (whole or slide, model.test_
 IoUMetric as the training run's evaluation, so a checkpoint scores exactly what its run logged.
 """
 import copy
-import csv
 import json
 import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from common import ade20k, batched_eval, checks, scripts, speed
-from common.infer.model import LABEL_OFFSET, ade20k_meta, build_from, device
+from common import ade20k, batched_eval, checks, class_table, scripts, speed
+from common.infer.model import build_from, device
 
 
 def _quiet_mmengine_logger():
@@ -65,7 +63,7 @@ def run(cfg, s, plan):
         summary = {k: float(v) for k, v in metric.compute_metrics(metric.results).items()}  # the run's numbers
     finally:
         restore()
-    rows = per_class_rows(metric)
+    rows = class_table.rows(metric, class_table.areas_of(metric.results))
     out = Path(s.out or Path(s.WORK_DIR) / f'eval_{Path(s.eval_only).stem}{"_tta" if s.tta else ""}')
     result = dict(checkpoint=str(s.eval_only), model=s.SCRIPT, variant=scripts.variant_name(vars(s)),
                   data_root=loader_cfg['dataset']['data_root'], mode=mode, tta=bool(s.tta), **summary,
@@ -73,7 +71,7 @@ def run(cfg, s, plan):
                   sec_per_image=round(seconds / max(1, len(loader.dataset)), 4), device=device(), precision=precision,
                   reference_mIoU=s.reference.get('mIoU_ms' if s.tta else 'mIoU'), recipe=s.reference.get('config'))
     write_eval(out, rows, result)
-    print(markdown_table(rows, only_present=True))
+    print(class_table.markdown(rows, only_present=True))
     recipe = (f'; the recipe reports {result["reference_mIoU"]}{" ms+flip" if s.tta else ""} on ADE20K'
               if result['reference_mIoU'] is not None else '')
     print(f'[{s.SCRIPT}] mIoU {summary["mIoU"]:.2f}  mAcc {summary["mAcc"]:.2f}  aAcc {summary["aAcc"]:.2f}  '
@@ -82,42 +80,11 @@ def run(cfg, s, plan):
     return result
 
 
-def per_class_rows(metric):
-    """Per-class IoU and accuracy in percent, from the areas IoUMetric accumulated and with the
-    formula it uses for the means. None where undefined (and left out of the means): IoU of a class
-    neither present nor predicted, accuracy of a class with no ground-truth pixel."""
-    intersect, union, predicted, label = (sum(column) for column in zip(*metric.results))
-    per_class = metric.total_area_to_metrics(intersect, union, predicted, label, ['mIoU'])
-    classes, _ = ade20k_meta()
-
-    def percent(value):
-        return None if np.isnan(value) else round(float(value) * 100, 2)
-    return [dict(index=i, ade_id=i + LABEL_OFFSET, name=name, IoU=percent(per_class['IoU'][i]),
-                 Acc=percent(per_class['Acc'][i]), gt_pixels=int(label[i]), pred_pixels=int(predicted[i]))
-            for i, name in enumerate(classes)]
-
-
-def markdown_table(rows, only_present=False):
-    shown = [r for r in rows if r['gt_pixels'] or r['pred_pixels']] if only_present else rows
-    lines = ['| index | ADE id | class | IoU | Acc | pixels |', '|---:|---:|---|---:|---:|---:|']
-    lines += [f'| {r["index"]} | {r["ade_id"]} | {r["name"]} | {_cell(r["IoU"])} | {_cell(r["Acc"])} | '
-              f'{r["gt_pixels"]} |' for r in shown]
-    return '\n'.join(lines)
-
-
-def _cell(value):
-    return '-' if value is None else f'{value:.2f}'
-
-
 def write_eval(out, rows, result):
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / 'per_class.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: ('' if v is None else v) for k, v in row.items()} for row in rows)
+    class_table.write_csv(out / 'per_class.csv', rows)
     head = (f'# {result["model"]} {result["variant"] or ""}: {result["checkpoint"]}\n\n'
             f'mIoU {result["mIoU"]:.2f}, mAcc {result["mAcc"]:.2f}, aAcc {result["aAcc"]:.2f} on '
-            f'{result["images"]} images ({result["mode"]}). "-": undefined (no pixel of the class in the '
-            'split, nor predicted for IoU), not counted in the means.\n\n')
-    (out / 'per_class.md').write_text(head + markdown_table(rows) + '\n')
+            f'{result["images"]} images ({result["mode"]}). {class_table.UNDEFINED}\n\n')
+    (out / 'per_class.md').write_text(head + class_table.markdown(rows) + '\n')
     (out / 'metrics.json').write_text(json.dumps(result, indent=2) + '\n')

@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from common import checks, checkpoints, config, kernel_guard
-
-LABEL_OFFSET = 1                # ADE id = class index + 1: the coding of ADE20K's own annotations
+from common.class_table import LABEL_OFFSET  # noqa: F401  (predict, export_onnx)
 
 
 def device():
