@@ -42,6 +42,7 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     checks       can this run start: installation, packages, pretrained files, dataset (preflight)
     demo_data    the small, learnable ADE20K-layout dataset of --demo and the tests
     resilience   pre-emption signals and the non-finite-loss guard
+    out_of_memory  a training step out of GPU memory: redone in more passes per batch, the total batch kept
     resume       which checkpoint a run resumes from, its data order continued without replay, and its
                  optimizer state fitted to this run (memory layout, fused step)
     train        one training run: prepare the config, the Runner and its hooks, banner, summary.json
@@ -67,7 +68,8 @@ How a run extends mmengine, mmcv and torch. Through their registries (what a run
 - checkpoints: the 'atomic_local' file backend (mmengine.fileio.register_backend), named in the run's
   CheckpointHook backend_args: a checkpoint is written whole or not at all (files.atomic_write).
 - speed: AutocastValLoop and AutocastTestLoop in LOOPS; batched_eval: SameShapeBatchSampler in
-  DATA_SAMPLERS; resume: ResumedInfiniteSampler and ResumedTrainLoop (a resumed run's sampler skips the
+  DATA_SAMPLERS; out_of_memory: AdaptiveTrainLoop in LOOPS (the run's training loop: a step out of
+  memory is redone in more passes); resume: ResumedInfiniteSampler and ResumedTrainLoop (built on it: a resumed run's sampler skips the
   batches before its iteration instead of mmengine loading each of them); resilience: the dataloader
   worker_init in FUNCTIONS; fixed_window: ResizeToAtLeast in mmseg's TRANSFORMS.
 - Hooks registered on the run's Runner: resilience's SafetyHook (pre-emption, the loss guard's stop),
@@ -108,7 +110,7 @@ LAYERS = {
     'layouts': 2, 'pretrained': 2, 'inventory': 2, 'weights_fit': 2, 'fixed_window': 2, 'checkpoints': 2,  # 2b
     'dist': 2, 'gpu': 2, 'speed': 2, 'kernel_guard': 2, 'deferred': 2, 'batched_eval': 2,  # 2c
     'checks': 2, 'demo_data': 2, 'resilience': 2, 'resume': 2, 'train': 2, 'stock_tools': 2,  # 2d
-    'console': 2, 'class_table': 2,
+    'console': 2, 'class_table': 2, 'out_of_memory': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.flops': 3,
     'runtime': 4,

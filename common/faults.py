@@ -9,6 +9,9 @@ prove with real processes that nothing is lost (tests/test_resilience.py). Never
     ADE_TRAIN_FAULT=overflow@iter=1     the 1st iteration's gradients overflow (inf) while its loss stays
                                         finite: what too high an fp16 loss scale does
     ADE_TRAIN_FAULT=sigterm@iter=3      SIGTERM (pre-emption) after the 3rd iteration
+    ADE_TRAIN_FAULT=oom@iter=3          from the 3rd training iteration on, a forward/backward pass of more
+                                        than 1 image per GPU runs out of memory (torch.OutOfMemoryError)
+    ADE_TRAIN_FAULT=oom_any@iter=3      from the 3rd iteration on, every pass does: nothing fits
     ADE_TRAIN_FAULT=pause@val=2         after the 2nd validation iteration, write the file named by
                                         ADE_TRAIN_FAULT_MARK (+ '.<rank>') and wait (up to 120 s) until
                                         a signal arrives: the tests signal the process group from outside
@@ -63,6 +66,18 @@ def maybe_signal(point, until=None):
         deadline = time.monotonic() + 120
         while not (until and until()) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def maybe_out_of_memory(iteration, images):
+    """`oom@iter=N` / `oom_any@iter=N`: torch's out-of-memory error for a training pass of `images`
+    images per GPU at iteration `iteration` (1-based), as the GPU's allocator raises it."""
+    if not FAULTS:
+        return
+    at = FAULTS.get(('oom', 'iter'))
+    if (at is not None and iteration >= at and images > 1) or iteration >= FAULTS.get(('oom_any', 'iter'), float('inf')):
+        import torch
+        raise torch.OutOfMemoryError(f'CUDA out of memory. Tried to allocate 2.00 GiB (injected: ADE_TRAIN_FAULT, '
+                                     f'{images} image(s))')
 
 
 @contextlib.contextmanager

@@ -21,9 +21,8 @@ import torch
 from mmengine.dataset import InfiniteSampler
 from mmengine.logging import print_log
 from mmengine.registry import DATA_SAMPLERS, LOOPS
-from mmengine.runner import IterBasedTrainLoop
-
 from common import checkpoints
+from common.out_of_memory import AdaptiveTrainLoop
 
 
 @DATA_SAMPLERS.register_module(force=True)
@@ -56,8 +55,9 @@ class _Advanced:
 
 
 @LOOPS.register_module(force=True)
-class ResumedTrainLoop(IterBasedTrainLoop):
-    """IterBasedTrainLoop whose resume takes no batch from the loader when the sampler skipped them."""
+class ResumedTrainLoop(AdaptiveTrainLoop):
+    """AdaptiveTrainLoop (out_of_memory.py: mmengine's IterBasedTrainLoop) whose resume takes no batch
+    from the loader when the sampler skipped them."""
 
     def run(self):
         sampler = getattr(self.dataloader, 'sampler', None)

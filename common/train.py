@@ -16,7 +16,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from common import batched_eval, checkpoints, cli, config, console, deferred, dist, faults, files, resilience, resume, scripts, speed, validate, weights_fit
+from common import batched_eval, checkpoints, cli, config, console, deferred, dist, faults, files, out_of_memory, resilience, resume, scripts, speed, validate, weights_fit
 from common.errors import SetupError
 
 
@@ -44,8 +44,10 @@ def prepare(cfg, s, plan):
     # So the config the run writes (work_dir/<time>/vis_data/config.py) builds elsewhere too: the
     # modules that register its worker init, samplers and loops.
     config.add_imports(cfg, 'common.resilience', 'common.batched_eval', 'common.resume', 'common.checkpoints',
-                       'common.class_table')
-    return resume.plan(cfg, s)
+                       'common.class_table', 'common.out_of_memory')
+    resumed = resume.plan(cfg, s)
+    out_of_memory.adaptive(cfg)  # after resume.plan, which may give it its own loop (built on this one)
+    return resumed
 
 
 @contextlib.contextmanager
@@ -180,7 +182,7 @@ def summarize(runner, recorder, s, plan, status, wall_s, iters_done=None):
         model=s.SCRIPT, variant=scripts.variant_name(vars(s)), recipe=reference.get('config'),
         reference_mIoU=reference.get('mIoU'), status=status,
         start_iter=recorder.start_iter, iters_done=runner.iter if iters_done is None else iters_done,
-        max_iters=runner.max_iters, accumulate=s.ACCUMULATE,
+        max_iters=runner.max_iters, accumulate=s.ACCUMULATE, out_of_memory=out_of_memory.adaptations(runner),
         world_size=world, batch_per_gpu=s.BATCH_PER_GPU, total_batch=s.BATCH_PER_GPU * world * s.ACCUMULATE,
         crop_size=list(s.CROP_SIZE), amp=plan['precision'] != 'fp32', precision=plan['precision'],
         speed=plan, startup_s=recorder.startup_s,
