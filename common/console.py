@@ -124,8 +124,9 @@ class ProgressHook(Hook):
         say(runner.logger, '  '.join(parts))
 
     def before_val_epoch(self, runner):
-        say(runner.logger, f'[{self.script}] evaluating {len(runner.val_dataloader.dataset)} validation '
-                           f'images at iter {runner.iter}')
+        images = len(runner.val_dataloader.dataset)
+        say(runner.logger, f'[{self.script}] evaluating {images} validation image{"s" * (images != 1)} '
+                           f'at iter {runner.iter}')
 
     def after_val_epoch(self, runner, metrics=None):
         metrics = metrics or {}

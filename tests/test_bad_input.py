@@ -170,7 +170,7 @@ def test_truncated_files_are_left_out_with_skip_bad_samples(capfd, data, tmp_pat
     cfg = Config.fromfile(str(written))
     assert cfg.train_dataloader.dataset.indices == [0, 2, 3]
     assert cfg.val_dataloader.dataset.indices == [0]
-    assert 'Iter(val) [1/1]' in out, 'validation ran on the one whole pair'
+    assert '[fcn] evaluating 1 validation image at iter 2' in out, 'validation ran on the one whole pair'
 
 
 def test_the_check_cache_rechecks_changed_files_and_not_older_results(monkeypatch, data, tmp_path):
