@@ -12,7 +12,9 @@ How: the run's Runner (runner_class) gives mmengine's logger a console filter an
 builds it (before the environment dump); a line meant for the console carries a mark (say());
 ProgressHook writes the progress and evaluation lines.
 """
+import contextlib
 import datetime
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -72,8 +74,32 @@ def runner_class(base, verbose):
             logger = super().build_logger(*args, **kwargs)
             attach(logger, verbose)
             return logger
+
+        # mmengine print()s "Loads checkpoint by local backend from path: ..." on every rank: to the log.
+        def resume(self, *args, **kwargs):
+            with _printed_to_log(self.logger, verbose):
+                return super().resume(*args, **kwargs)
+
+        def load_checkpoint(self, *args, **kwargs):
+            with _printed_to_log(self.logger, verbose):
+                return super().load_checkpoint(*args, **kwargs)
     ConsoleRunner.__name__ = ConsoleRunner.__qualname__ = base.__name__
     return ConsoleRunner
+
+
+class _LogWriter(io.TextIOBase):
+    def __init__(self, logger):
+        self.logger = logger
+
+    def write(self, text):
+        if text.strip():
+            self.logger.info(text.rstrip())
+        return len(text)
+
+
+def _printed_to_log(logger, verbose):
+    """What library code print()s meanwhile goes to the log file (to the console with --verbose)."""
+    return contextlib.nullcontext() if verbose else contextlib.redirect_stdout(_LogWriter(logger))
 
 
 def log_file(runner):

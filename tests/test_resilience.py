@@ -187,9 +187,11 @@ def test_two_process_ddp_trains_evaluates_resumes_like_one_process(tiny_data, tm
     # Only rank 0 writes: one log per launch, one summary, no per-rank files.
     assert len(list(tmp_path.glob('*/*.log'))) == 2
     # ...and only rank 0 prints: one progress line per iteration (LOG_INTERVAL 1), one summary per evaluation.
-    progress = [line.split()[2] for line in proc.stdout.splitlines() if line.startswith('[fcn] iter ')]
+    lines = proc.stdout.splitlines()
+    progress = [line.split()[2] for line in lines if line.split()[1:2] == ['iter']]
     assert progress == [f'{i}/{MAX_ITERS}' for i in range(4, MAX_ITERS + 1)], proc.stdout
-    assert sum(line.startswith('[fcn] eval iter ') for line in proc.stdout.splitlines()) == 2
+    assert sum(line.split()[1:3] == ['eval', 'iter'] for line in lines) == 2
+    assert not any('Loads checkpoint' in line for line in lines)
     assert 'Iter(train)' not in proc.stdout and all('Iter(train)' in log.read_text() for log in tmp_path.glob('*/*.log'))
 
 
