@@ -88,6 +88,9 @@ def load(path, map_location='cpu', trust=False, what='checkpoint', mmap=False):
         raise SetupError(f'{what} not found: {path}', 'check the path')
     if is_safetensors(path):  # nothing to unpickle: --trust-checkpoint changes nothing here
         return read_safetensors(path, what, map_location)
+    if _has_safetensors_header(path):  # torch.load would take it for a pickle and refuse it as one
+        raise SetupError(f'{what} {path} is a safetensors file without the .safetensors suffix',
+                         'rename it to end in .safetensors (that name is what selects the reader)')
     if not trust:
         install()
     try:
@@ -99,9 +102,6 @@ def load(path, map_location='cpu', trust=False, what='checkpoint', mmap=False):
             f'and mmengine log records (it references {culprit}). Nothing from it was executed.',
             f'if you made this file yourself or trust its source, rerun with {TRUST_FLAG}') from None
     except Exception as exc:  # truncated zip, not a torch file, disk error
-        if _has_safetensors_header(path):
-            raise SetupError(f'{what} {path} is a safetensors file without the .safetensors suffix',
-                             'rename it to end in .safetensors (that name is what selects the reader)') from None
         raise SetupError(f'{what} {path} cannot be read: {type(exc).__name__}: {exc}',
                          'the file is damaged or not a PyTorch checkpoint; fetch or save it again') from None
 
