@@ -60,8 +60,9 @@ def run(cfg, s, plan):
     miou, miou_source = recorded_miou(checkpoint, source)
     summary = _summary(source)
     classes, palette = ade20k_meta()
-    metadata = dict(format='pt', script=f'train_{s.SCRIPT}.py', variant=str(scripts.variant_name(vars(s))),
-                    source=str(source), iteration=str(iteration), mIoU=str(miou), mIoU_source=miou_source,
+    # Strings only (the format's metadata); '' where a value is unknown.
+    metadata = dict(format='pt', script=f'train_{s.SCRIPT}.py', variant=str(scripts.variant_name(vars(s)) or ''),
+                    source=str(source), iteration=_text(iteration), mIoU=_text(miou), mIoU_source=miou_source,
                     classes=json.dumps(classes), palette=json.dumps(palette.tolist()))
     print(f'[{s.SCRIPT}] exporting {source} ({len(tensors)} tensors) to {out}/', flush=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,10 @@ def run(cfg, s, plan):
     shown = f'mIoU {miou} ({miou_source})' if miou is not None else miou_source
     print(f'[{s.SCRIPT}] wrote {out / WEIGHTS}, {out / CARD}, {out / CONFIG}: iteration {iteration}, {shown}', flush=True)
     return info
+
+
+def _text(value):
+    return '' if value is None else str(value)
 
 
 def _own_storage(state):
@@ -185,7 +190,7 @@ def model_card(info, out):
     reference = (f'`{info["recipe"]}` (reference mIoU {info["reference_mIoU"]})' if info['recipe']
                  else 'none listed for this variant')
     rows = [('mIoU (single scale)', miou), ('iterations', f'{info["iteration"]} of {info["max_iters"]}'),
-            ('source checkpoint', f'`{info["source"]}`'), ('evaluated on', f'`{info["data_root"]}`'),
+            ('source checkpoint', f'`{info["source"]}`'), ('validation data', f'`{info["data_root"]}`'),
             ('MMSegmentation recipe', reference),
             (WEIGHTS, f'{info["tensors"]} tensors, {info["parameters"]:,} parameters: the model\'s state dict, '
                       'no optimizer state, no pickle'),
