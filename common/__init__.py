@@ -51,7 +51,7 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     stock_tools  what MMSegmentation's own tools need to run a dumped config: its custom_imports, and
                  (imported by it) checkpoints' allow-list in torch's safe loading
 3. Using a trained checkpoint
-    infer        MODES: --eval-only, --predict, --export-onnx, --flops, one module each
+    infer        MODES: --eval-only, --predict, --export-onnx, --export-safetensors, --flops, one module each
     infer.model  the one offline model (config + checkpoint, no pretrained file) and its logits function
 4. The top
     runtime      defaults() (a script's runtime config) and run() (a script's whole life); nothing imports it
@@ -66,7 +66,9 @@ How a run extends mmengine, mmcv and torch. Through their registries (what a run
   rank (on the device, through the fused optimizer's found_inf, where it can), and the gradient norm
   is recorded as a tensor instead of float() (which waits for the GPU).
 - checkpoints: the 'atomic_local' file backend (mmengine.fileio.register_backend), named in the run's
-  CheckpointHook backend_args: a checkpoint is written whole or not at all (files.atomic_write).
+  CheckpointHook backend_args: a checkpoint is written whole or not at all (files.atomic_write); and
+  the reader of *.safetensors files in mmengine's CheckpointLoader (register_scheme), through which
+  --load-from, a Pretrained init and mmseg.apis.init_model read them.
 - speed: AutocastValLoop and AutocastTestLoop in LOOPS; batched_eval: SameShapeBatchSampler in
   DATA_SAMPLERS; out_of_memory: AdaptiveTrainLoop in LOOPS (the run's training loop: a step out of
   memory is redone in more passes); resume: ResumedInfiniteSampler and ResumedTrainLoop (built on it: a resumed run's sampler skips the
@@ -112,7 +114,7 @@ LAYERS = {
     'checks': 2, 'demo_data': 2, 'resilience': 2, 'resume': 2, 'train': 2, 'stock_tools': 2,  # 2d
     'console': 2, 'class_table': 2, 'out_of_memory': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
-    'infer.flops': 3,
+    'infer.export_safetensors': 3, 'infer.flops': 3,
     'runtime': 4,
     'env_check': 5, 'download_ade20k': 5, 'convert_vit': 5, 'convert_swin': 5, 'convert_beit': 5,
 }

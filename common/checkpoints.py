@@ -14,8 +14,16 @@
   refused. `--trust-checkpoint` is the explicit way out.
 - Loading exactly: `load_exactly` puts every tensor of a checkpoint into a model or refuses, so a
   checkpoint of another script or variant never half-loads (evaluation, predict, export).
+- safetensors files (`*.safetensors`, --export-safetensors writes them): tensors and a string table,
+  no pickle. `load` reads them as {'state_dict': tensors} (plus 'meta': {'dataset_meta'} when the
+  file names its classes), so --load-from, --eval-only, --predict and --export-onnx take one like a
+  .pth; `install()` registers the same reader in mmengine's CheckpointLoader (its registry of
+  checkpoint sources), which the Runner's load_from and mmseg.apis.init_model go through. Such a
+  file has no iteration, optimizer or message hub: it starts a run, it never resumes one (`latest`
+  takes only WORK_DIR's .pth files).
 """
 import errno
+import json
 import os
 import pickle
 import re
@@ -57,6 +65,7 @@ def install(trust=False):
     else:
         os.environ.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
         torch.serialization.add_safe_globals(allowed_globals())
+    register_safetensors_loader()
 
 
 def _culprit(message):
@@ -77,6 +86,11 @@ def load(path, map_location='cpu', trust=False, what='checkpoint', mmap=False):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SetupError(f'{what} not found: {path}', 'check the path')
+    if is_safetensors(path):  # nothing to unpickle: --trust-checkpoint changes nothing here
+        return read_safetensors(path, what, map_location)
+    if _has_safetensors_header(path):  # torch.load would take it for a pickle and refuse it as one
+        raise SetupError(f'{what} {path} is a safetensors file without the .safetensors suffix',
+                         'rename it to end in .safetensors (that name is what selects the reader)')
     if not trust:
         install()
     try:
@@ -92,12 +106,90 @@ def load(path, map_location='cpu', trust=False, what='checkpoint', mmap=False):
                          'the file is damaged or not a PyTorch checkpoint; fetch or save it again') from None
 
 
+# ---------------------------------------------------------------- safetensors files
+
+SAFETENSORS_SUFFIX = '.safetensors'
+# mmengine picks a checkpoint's loader by matching each registered prefix as a regular expression at
+# the start of the path (its own s3 prefix is a pattern too): this one matches a path whose name ends
+# in .safetensors, and is tried after the URL schemes and before the plain local loader ('').
+SAFETENSORS_SCHEME = r'(?i)(?=.*\.safetensors$)'
+REINSTALL_SAFETENSORS = 'run `bash setup.sh` (it installs the pinned safetensors of requirements/lock.txt)'
+
+
+def is_safetensors(path):
+    return os.fspath(path).lower().endswith(SAFETENSORS_SUFFIX)
+
+
+def _has_safetensors_header(path):
+    """The format's first bytes: a little-endian 8-byte header length, then the header's JSON `{`."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(9)
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:] == b'{' and 0 < int.from_bytes(head[:8], 'little') < size
+
+
+def _device(map_location):
+    """safetensors' device for torch.load's map_location: a name or torch.device; else (None, a
+    function or a mapping, which only torch.load understands) the CPU."""
+    import torch
+    return str(map_location) if isinstance(map_location, (str, torch.device)) else 'cpu'
+
+
+def read_safetensors(path, what='checkpoint', map_location='cpu'):
+    """{'state_dict': {name: tensor}} of a safetensors file, and 'meta': {'dataset_meta': classes and
+    palette} when its metadata names them (mmseg.apis.init_model reads that). SetupError when the file
+    is damaged or is not one."""
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise SetupError(f'{what} {path} is a safetensors file, and the safetensors package is not installed',
+                         REINSTALL_SAFETENSORS) from None
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise SetupError(f'{what} not found: {path}', 'check the path')
+    try:
+        with safe_open(path, framework='pt', device=_device(map_location)) as f:
+            metadata = f.metadata() or {}
+            state = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as exc:  # a header cut short or not JSON, data cut short, not a safetensors file
+        raise SetupError(f'{what} {path} cannot be read as safetensors: {type(exc).__name__}: {exc}',
+                         'the file is damaged or not a safetensors file; export it again '
+                         '(--export-safetensors CKPT) or fetch it again') from None
+    checkpoint = dict(state_dict=state)
+    if 'classes' in metadata and 'palette' in metadata:
+        try:
+            checkpoint['meta'] = dict(dataset_meta=dict(classes=tuple(json.loads(metadata['classes'])),
+                                                        palette=json.loads(metadata['palette'])))
+        except ValueError:
+            pass  # names in a form of someone else's: the tensors are what counts
+    return checkpoint
+
+
+def register_safetensors_loader():
+    """read_safetensors as mmengine's loader of *.safetensors paths (CheckpointLoader.register_scheme):
+    the Runner's load_from (--load-from), a Pretrained init_cfg and mmseg.apis.init_model then read
+    such a file. Idempotent."""
+    from mmengine.runner import CheckpointLoader
+
+    def load_from_safetensors(filename, map_location=None):  # mmengine logs the name after 'load_from_'
+        return read_safetensors(filename, 'checkpoint', map_location)
+
+    CheckpointLoader.register_scheme(SAFETENSORS_SCHEME, load_from_safetensors, force=True)
+
+
 # ---------------------------------------------------------------- loading exactly
 
 def state_dict(path, trust, flag):
     """The checkpoint's state dict, read through load() (no code runs from the file)."""
+    return state_of(load(path, trust=trust, what=f'{flag} checkpoint'), path, flag)
+
+
+def state_of(checkpoint, path, flag):
+    """The state dict of a checkpoint load() read: its tensors, without a DDP 'module.' prefix."""
     import torch
-    checkpoint = load(path, trust=trust, what=f'{flag} checkpoint')
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SetupError(f'{flag} checkpoint {path} holds no state dict of tensors',
@@ -207,11 +299,12 @@ def complete(path):
 
 def latest(work_dir):
     """The newest complete checkpoint of WORK_DIR: the one `last_checkpoint` points at, or, if that
-    pointer is missing, empty or points at nothing usable, the highest complete iter_N.pth."""
+    pointer is missing, empty or points at nothing usable, the highest complete iter_N.pth. Only a
+    .pth file resumes: one holds the iteration, optimizer and message hub a resume needs."""
     work_dir = Path(work_dir)
     pointer = work_dir / 'last_checkpoint'
     target = pointer.read_text().strip() if pointer.is_file() else ''
-    if target and Path(target).is_file() and complete(target):
+    if target.endswith('.pth') and Path(target).is_file() and complete(target):
         return target
     numbered = sorted(work_dir.glob('iter_*.pth'), key=lambda p: int(p.stem.split('_')[1]), reverse=True)
     return next((str(p) for p in numbered if complete(p)), None)

@@ -127,24 +127,45 @@ def build_parser(namespace, doc=None):
     run.add_argument('--trust-checkpoint', action='store_true',
                      help='load checkpoints with full pickle (can run code from the file): only for files you trust')
 
-    use = parser.add_argument_group('use a trained checkpoint (instead of training)')
+    _add_use_options(parser.add_argument_group('use a trained checkpoint (instead of training)'))
+    return parser, settings
+
+
+def _add_use_options(use):
     use.add_argument('--eval-only', metavar='CKPT', help='evaluate CKPT on the validation split and exit')
     use.add_argument('--tta', action='store_true', help='with --eval-only: multi-scale (0.5..1.75) + flip test')
     use.add_argument('--predict', nargs=2, metavar=('CKPT', 'INPUT'),
                      help='segment INPUT (an image, a folder or a video) with CKPT; writes to --out')
-    use.add_argument('--out', metavar='DIR', help='output folder of --predict and --eval-only')
+    use.add_argument('--out', metavar='DIR', help='output folder of --predict, --eval-only and --export-safetensors '
+                                                     '(--export-onnx: a folder or FILE.onnx)')
     use.add_argument('--opacity', type=float, help=f'overlay opacity of --predict (0..1, default {OPACITY})')
     use.add_argument('--export-onnx', metavar='CKPT', help='export CKPT to ONNX (whole-image mode) and verify it')
+    use.add_argument('--export-safetensors', metavar='CKPT',
+                     help='write the weights of CKPT as model.safetensors (tensors only, no pickle) with a model '
+                          'card README.md and config.py, into --out (default: CKPT\'s folder/<CKPT name>_safetensors)')
     use.add_argument('--flops', action='store_true', help='print parameters and FLOPs at --flops-size and exit')
     use.add_argument('--flops-size', type=parse_size, metavar='H,W',
                      help=f'input size of --flops (default {FLOPS_SIZE[0]},{FLOPS_SIZE[1]})')
-    return parser, settings
+
+
+def model_flags(argv, without=()):
+    """`argv` less the 'use a trained checkpoint' options (and --trust-checkpoint, and the options of one
+    value named in `without`) with their values: the flags that build the same model, to which another
+    mode's options can be added."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_use_options(parser)
+    parser.add_argument('--trust-checkpoint', action='store_true')
+    for flag in without:
+        parser.add_argument(flag)
+    return parser.parse_known_args(argv)[1]
 
 
 def parse(namespace, argv=None, doc=None):
     """Parse flags over a script's settings. Returns a SimpleNamespace of the final settings
-    (UPPER_SNAKE) and run options (lower case), plus SCRIPT (e.g. 'fcn') and reference (the reference
-    numbers of the variant being trained: reference_for)."""
+    (UPPER_SNAKE) and run options (lower case), plus SCRIPT (e.g. 'fcn'), reference (the reference
+    numbers of the variant being trained: reference_for) and argv (the flags as given, which a
+    model card writes down)."""
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     parser, settings = build_parser(namespace, doc)
     args = vars(parser.parse_args(argv))
     script = Path(namespace.get('__file__') or 'train_unknown.py').stem.removeprefix('train_')
@@ -162,11 +183,11 @@ def parse(namespace, argv=None, doc=None):
         validate.refuse(validate.values(namespace, final, options), 'values')
     except SetupError as err:
         report(err)
-    # The command as given (the end of a run prints the commands that evaluate or continue it).
-    given = shlex.join(sys.argv[1:] if argv is None else [str(a) for a in argv])
-    command = f'python {Path(namespace.get("__file__") or "train_unknown.py").name} {given}'.rstrip()
+    # The command as given (the end of a run prints the commands that evaluate or continue it; a model
+    # card writes it down, and argv, its flags, gives the model's flags: model_flags).
+    command = f'python {Path(namespace.get("__file__") or "train_unknown.py").name} {shlex.join(argv)}'.rstrip()
     return types.SimpleNamespace(SCRIPT=script, reference=scripts.reference_for(namespace, final),
-                                 command=command, **final, **options)
+                                 command=command, argv=argv, **final, **options)
 
 
 def choose(setting, value, table):

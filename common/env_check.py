@@ -28,13 +28,15 @@ def check_stack():
     checks.import_or_fail('mmseg.models')
     mmdet = checks.import_or_fail('mmdet')
     mmpretrain = checks.import_or_fail('mmpretrain')
+    safetensors = checks.import_or_fail('safetensors')  # --export-safetensors, and reading its files
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
     if torch.cuda.is_available() and not cuda_ops:
         print('[env_check] warning: mmcv has no CUDA ops: Mask2Former, MaskFormer and PSANet cannot train on '
               'this GPU; `bash setup.sh` on this machine builds them', file=sys.stderr)
     return dict(python=sys.version.split()[0], torch=torch.__version__, torchvision=torchvision.__version__,
                 mmengine=mmengine.__version__, mmcv=mmcv.__version__, mmseg=mmseg.__version__,
-                mmdet=mmdet.__version__, mmpretrain=mmpretrain.__version__, device=device,
+                mmdet=mmdet.__version__, mmpretrain=mmpretrain.__version__, safetensors=safetensors.__version__,
+                device=device,
                 cuda_available=torch.cuda.is_available(), mmcv_cuda_ops=cuda_ops)
 
 

@@ -6,6 +6,8 @@ Config.fromfile, which imports the modules its `custom_imports` names. `portable
   arrays, dtypes and scalars) to torch's weights-only allow-list: on torch >= 2.6 the tools'
   plain torch.load calls (test's checkpoint, train's --resume and load_from, init_model, a Pretrained
   init) then load mmengine checkpoints, ours and theirs, with torch's safe loading left on;
+  It also registers checkpoints' safetensors reader in mmengine's CheckpointLoader, so the tools
+  and init_model take a model.safetensors of --export-safetensors where they take a checkpoint;
 - the modules of ours that register a type the config names (REGISTERED_BY), and no others.
 It also writes the pipelines out at the top (test_pipeline, tta_pipeline), where the tools look for them.
 Nothing else of a run is in a dumped config (speed settings, the loss guard, atomic checkpoints:
@@ -22,6 +24,7 @@ REGISTERED_BY = {'ResizeToAtLeast': 'common.fixed_window'}  # BEiT's and MAE's m
 
 # Adding is idempotent (torch keeps a set) and adds nothing that can run code: see checkpoints.
 torch.serialization.add_safe_globals(checkpoints.allowed_globals())
+checkpoints.register_safetensors_loader()
 
 
 def portable(cfg):

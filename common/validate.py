@@ -158,12 +158,16 @@ def _shown(value):
 def _options(options):
     problems = []
     writes = [flag for flag, key in (('--eval-only', 'eval_only'), ('--predict', 'predict'),
-                                     ('--export-onnx', 'export_onnx')) if options.get(key)]
+                                     ('--export-onnx', 'export_onnx'), ('--export-safetensors', 'export_safetensors'))
+              if options.get(key)]
     if options.get('tta') and not options.get('eval_only'):
         problems.append('--tta: only with --eval-only (it is the multi-scale + flip test of an evaluation)')
     if options.get('out') and not writes:
-        problems.append(f'--out {options["out"]}: only with --eval-only, --predict or --export-onnx (training '
-                        'writes to --work-dir)')
+        problems.append(f'--out {options["out"]}: only with --eval-only, --predict, --export-onnx or '
+                        '--export-safetensors (training writes to --work-dir)')
+    if options.get('export_safetensors') and (options.get('out') or '').endswith('.safetensors'):
+        problems.append(f'--out {options["out"]}: --export-safetensors writes a folder (model.safetensors, '
+                        'README.md, config.py); pass the folder')
     if options.get('opacity') is not None:
         if not options.get('predict'):
             problems.append(f'--opacity {options["opacity"]}: only with --predict')
@@ -196,15 +200,18 @@ def paths(s):
     (common.pretrained), checkpoints (common.checkpoints)."""
     if s.dump_config:
         return _writable_file(s.dump_config, '--dump-config')
-    mode = next((m for m in ('eval_only', 'predict', 'export_onnx', 'flops') if getattr(s, m, None)), None)
+    mode = next((m for m in ('eval_only', 'predict', 'export_onnx', 'export_safetensors', 'flops')
+                 if getattr(s, m, None)), None)
     problems = []
     if mode != 'flops':
         if s.out and not (mode == 'export_onnx' and s.out.endswith('.onnx')):
             problems += _writable_dir(s.out, '--out', None)
         elif s.out:
             problems += _writable_file(s.out, '--out')
-        else:
+        elif mode != 'export_safetensors':
             problems += _writable_dir(s.WORK_DIR, '--work-dir', 'WORK_DIR')
+    if getattr(s, 'export_safetensors', None) and not s.out:  # its default: beside the checkpoint
+        problems += _writable_dir(Path(s.export_safetensors).absolute().parent, '--export-safetensors', None)
     pretrained = getattr(s, 'PRETRAINED', None)
     if mode is None and pretrained not in (None, 'auto') and Path(pretrained).is_dir():
         problems.append(f'--pretrained {pretrained} (PRETRAINED): is a folder, not a weight file; pass a file, '

@@ -83,7 +83,7 @@ def test_a_work_dir_that_is_a_file_or_cannot_be_made_is_refused(capsys, tiny_dat
 
 @pytest.mark.parametrize('flags, expected', [
     (['--tta'], '--tta: only with --eval-only'),
-    (['--out', 'x'], '--out x: only with --eval-only, --predict or --export-onnx'),
+    (['--out', 'x'], '--out x: only with --eval-only, --predict, --export-onnx or --export-safetensors'),
     (['--opacity', '0.3'], '--opacity 0.3: only with --predict'),
     (['--flops-size', '64,64'], '--flops-size 64,64: only with --flops'),
     (['--predict', 'a.pth', 'b.jpg', '--opacity', '2'], '--opacity 2.0: must be a number from 0 to 1'),
