@@ -158,16 +158,23 @@ class RunWandbVisBackend(_Held, WandbVisBackend):
     def add_config(self, config, **kwargs):
         self._wandb.config.update(config.to_dict(), allow_val_change=self._init_kwargs.get('allow_val_change', False))
         if self._code:
-            self._wandb.run.log_code(root=str(ROOT), name=self._log_code_name, include_fn=self._is_code)
+            self._log_code()
+
+    def _log_code(self):
+        """The script and common/ as an artifact of type 'source' (W&B reserves 'code' for log_code).
+        Not run.log_code, which mmengine calls: it walks every folder below the working one (.venv,
+        data/: tens of thousands of files, seconds) and keeps each .py found there, .venv's too."""
+        artifact = self._wandb.Artifact(self._log_code_name or f'source-{Path(self._code[0]).stem}', type='source')
+        for entry in self._code:
+            path = ROOT / entry
+            for file in sorted(path.rglob('*.py')) if path.is_dir() else [path]:
+                artifact.add_file(str(file), name=file.relative_to(ROOT).as_posix())
+        self._wandb.run.log_artifact(artifact)
 
     @force_init_env
     def add_scalars(self, scalar_dict, step=0, file_path=None, **kwargs):
         # The row as scalars.json has it, with its step (mmengine's own drops it: W&B counts its calls).
         self._wandb.log({**scalar_dict, 'step': step}, commit=self._commit)
-
-    def _is_code(self, path, root):
-        relative = Path(os.path.relpath(path, root))
-        return relative.suffix == '.py' and (str(relative) in self._code or relative.parts[0] in self._code)
 
     def _record(self, summary, summary_path):
         self._wandb.run.summary.update(flat_summary(summary))

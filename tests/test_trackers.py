@@ -190,7 +190,7 @@ def key_of(item):
 def wandb_run(work):
     """{'run': the run record, 'config': keys, 'history': rows, 'summary': last values, 'exit': code}."""
     [path] = Path(work).glob('*/vis_data/wandb/offline-run-*/run-*.wandb')
-    found = dict(config=set(), history=[], summary={}, exit=None)
+    found = dict(config=set(), history=[], summary={}, exit=None, artifacts={})
     for record in wandb_records(path):
         kind = record.WhichOneof('record_type')
         if kind == 'run':
@@ -204,6 +204,9 @@ def wandb_run(work):
             found['summary'].update({key_of(item): json.loads(item.value_json) for item in record.summary.update})
         elif kind == 'exit':
             found['exit'] = record.exit.exit_code
+        elif kind == 'artifact':
+            found['artifacts'][(record.artifact.type, record.artifact.name)] = \
+                {entry.path for entry in record.artifact.manifest.contents}
     return found
 
 
@@ -266,6 +269,8 @@ def test_every_tracker_gets_the_runs_scalars_config_and_summary(tiny_data, tmp_p
                for key in ('mIoU', 'best_mIoU', 'sec_per_iter', 'img_per_sec', 'iters_done', 'status', 'model'))
     assert wandb['summary']['summary/speed/precision'] == summary['speed']['precision']
     assert wandb['exit'] == 0, 'finished (wandb.finish), after the summary'
+    code = wandb['artifacts'][('source', 'source-train_fcn')]
+    assert code == {'train_fcn.py', *(p.relative_to(ROOT).as_posix() for p in (ROOT / 'common').rglob('*.py'))}
 
     # MLflow: the same, in the file store in WORK_DIR/mlruns.
     monkeypatch.setenv('MLFLOW_ALLOW_FILE_STORE', 'true')  # for this client reading it
@@ -307,3 +312,15 @@ def test_a_run_that_fails_still_records_its_summary_and_ends_its_runs_failed(tin
     monkeypatch.setenv('MLFLOW_ALLOW_FILE_STORE', 'true')
     run, _, artifacts = mlflow_run(work)
     assert run.info.status == 'FAILED' and run.data.tags['summary/status'] == status and 'summary.json' in artifacts
+
+
+@pytest.mark.slow
+def test_a_wandb_run_that_cannot_start_online_stops_with_what_to_do(capsys, tiny_data, tmp_path, monkeypatch):
+    """WANDB_MODE=online without a login: W&B refuses at the Runner's start, before the model is
+    built; one error saying what to do, exit 2."""
+    isolate_wandb(monkeypatch, tmp_path)
+    monkeypatch.setenv('WANDB_MODE', 'online')
+    code, err = refused(capsys, '--data-root', tiny_data, '--work-dir', str(tmp_path / 'w'), *TINY, *RUN,
+                        '--tracker', 'wandb')
+    assert code == 2 and 'Traceback' not in err, err
+    assert 'W&B could not start the run: UsageError: No API key configured' in err and 'WANDB_MODE=offline' in err
