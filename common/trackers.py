@@ -36,6 +36,7 @@ WANDB_PROJECT = 'ade20k-segmentation'  # unless WANDB_PROJECT says otherwise
 WANDB_HOST = 'https://api.wandb.ai'
 PREFIX = 'summary/'
 ARTIFACT_SUFFIXES = ('.log', '.py', '.json')  # a launch's log, config and scalars
+MAX_TAG = 5000  # characters of an MLflow tag's value we keep (summary.json has the whole)
 
 
 def vis_backends(tracker, *, work_dir, script, variant=None):
@@ -51,7 +52,7 @@ def vis_backends(tracker, *, work_dir, script, variant=None):
         if not os.environ.get('WANDB_PROJECT'):  # wandb.init's argument would win over the variable
             init_kwargs['project'] = WANDB_PROJECT
         backends.append(dict(type='RunWandbVisBackend', run_name=run_name, init_kwargs=init_kwargs,
-                             code=[f'train_{script}.py', 'common'],
+                             code=[f'train_{script}.py', 'common'] if script else ['common'],
                              # charts against the iteration (each row's `step`, as in scalars.json)
                              define_metric_cfg=[dict(name='step'), dict(name='*', step_metric='step')]))
     if 'mlflow' in names:
@@ -113,9 +114,11 @@ class _Held:
     def finish(self, summary, summary_path):
         """Record summary.json's numbers, then finish the run."""
         self.held, self.status = False, outcome(summary.get('status'))
-        if self.initialised:
-            self._record(summary, Path(summary_path))
-        self.close()
+        try:
+            if self.initialised:
+                self._record(summary, Path(summary_path))
+        finally:  # a run left open would hang W&B's service or leave MLflow's RUNNING
+            self.close()
 
     @property
     def initialised(self):
@@ -208,7 +211,8 @@ class RunMLflowVisBackend(_Held, MLflowVisBackend):
         values = flat_summary(summary)
         numbers = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self._mlflow.log_metrics(numbers, step=int(summary.get('iters_done') or 0))
-        self._mlflow.set_tags({k: str(v) for k, v in values.items() if k not in numbers})
+        # A status can hold a long error message: MLflow refuses tags over 8000 characters.
+        self._mlflow.set_tags({k: str(v)[:MAX_TAG] for k, v in values.items() if k not in numbers})
         if summary_path.is_file():
             self._mlflow.log_artifact(str(summary_path))
 
