@@ -19,16 +19,16 @@ MLflow's backends add what a user looks for in their UI:
 - MLflow logs to MLFLOW_TRACKING_URI, else to a file store beside the launches, WORK_DIR/mlruns.
 """
 import contextlib
+import logging
 import netrc
 import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mmengine.logging import print_log
 from mmengine.registry import VISBACKENDS
 from mmengine.visualization.vis_backend import MLflowVisBackend, WandbVisBackend, force_init_env
 
-from common import validate
+from common import console, validate
 from common.errors import SetupError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,8 +153,8 @@ class RunWandbVisBackend(_Held, WandbVisBackend):
         kwargs.setdefault('name', f'{self._run_name} {timestamp}'.strip())
         if 'mode' not in kwargs and not os.environ.get('WANDB_MODE') and not wandb_login_found():
             kwargs['mode'] = 'offline'
-            print_log('W&B: offline (no WANDB_MODE and no W&B login): `wandb sync` uploads the run later; '
-                      '`wandb login` or WANDB_MODE=online for online runs', logger='current')
+            console.say('current', 'W&B: offline (no WANDB_MODE and no W&B login): `wandb sync` uploads the run '
+                                   'later; `wandb login` or WANDB_MODE=online for online runs')
         _started('W&B', super()._init_env)
 
     @force_init_env
@@ -224,6 +224,7 @@ class RunMLflowVisBackend(_Held, MLflowVisBackend):
             if path.is_file() and path.suffix in self._artifact_suffix and 'wandb' not in relative.parts:
                 self._mlflow.log_artifact(str(path), str(relative.parent) if relative.parent.parts else None)
         self._mlflow.end_run(status=self.status.upper())  # FINISHED, KILLED or FAILED
+        console.say('current', f'MLflow: run "{self._run_name}" ({self.status}) in {self._mlflow.get_tracking_uri()}')
 
 
 @contextlib.contextmanager
@@ -265,5 +266,5 @@ def finish(visualizer, summary, summary_path):
         try:
             backend.finish(summary, summary_path)
         except Exception as exc:
-            print_log(f'{name}: could not record the summary or finish the run: {type(exc).__name__}: {exc}',
-                      logger='current', level=30)
+            console.say('current', f'{name}: could not record the summary or finish the run: '
+                                   f'{type(exc).__name__}: {exc}', level=logging.WARNING)
