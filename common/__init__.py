@@ -48,6 +48,7 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     train        one training run: prepare the config, the Runner and its hooks, banner, summary.json
     console      what a run shows on the console (progress, evaluations, its end) and keeps for its log file
     class_table  per-class IoU and accuracy of an evaluation, as markdown and CSV
+    trackers     where a run's scalars, config and summary go (TRACKER): TensorBoard, W&B, MLflow
     stock_tools  what MMSegmentation's own tools need to run a dumped config: its custom_imports, and
                  (imported by it) checkpoints' allow-list in torch's safe loading
 3. Using a trained checkpoint
@@ -73,7 +74,9 @@ How a run extends mmengine, mmcv and torch. Through their registries (what a run
   DATA_SAMPLERS; out_of_memory: AdaptiveTrainLoop in LOOPS (the run's training loop: a step out of
   memory is redone in more passes); resume: ResumedInfiniteSampler and ResumedTrainLoop (built on it: a resumed run's sampler skips the
   batches before its iteration instead of mmengine loading each of them); resilience: the dataloader
-  worker_init in FUNCTIONS; fixed_window: ResizeToAtLeast in mmseg's TRANSFORMS.
+  worker_init in FUNCTIONS; fixed_window: ResizeToAtLeast in mmseg's TRANSFORMS; trackers:
+  RunWandbVisBackend and RunMLflowVisBackend in VISBACKENDS (the run's name, summary.json's numbers,
+  the run finished after them).
 - Hooks registered on the run's Runner: resilience's SafetyHook (pre-emption, the loss guard's stop),
   resume's OptimizerStateFitHook (a resumed optimizer state in its parameters' layout and this run's
   fused/unfused step), train's RunRecorder, console's ProgressHook (the console's lines).
@@ -98,6 +101,7 @@ runner.train()), and tests/test_library_changes.py checks that the libraries are
   RectBivariateSpline instead of scipy's interp2d, which the pinned SciPy no longer has;
 - resilience.signal_handlers: SIGTERM, SIGINT and SIGUSR1 save a checkpoint and stop (pre-emption);
 - warnings.catch_warnings: console.attach sends Python warnings to the run's log file (not with --verbose);
+- trackers.mlflow_file_store: MLFLOW_ALLOW_FILE_STORE, without which MLflow 3 refuses a file store;
 - weights_fit.must_fit: mmengine's and torch's load_state_dict audit what a file leaves uninitialised;
 - faults.loss_faults (tests only, ADE_TRAIN_FAULT=nan@iter=N / overflow@iter=N): BaseModel.parse_losses.
 Also: train.prepare sets TORCH_NCCL_ASYNC_ERROR_HANDLING=1 (unless set), so a dead rank fails the others.
@@ -111,7 +115,7 @@ LAYERS = {
     'scripts': 2, 'cli': 2, 'validate': 2, 'config': 2,  # 2a
     'layouts': 2, 'pretrained': 2, 'inventory': 2, 'weights_fit': 2, 'fixed_window': 2, 'checkpoints': 2,  # 2b
     'dist': 2, 'gpu': 2, 'speed': 2, 'kernel_guard': 2, 'deferred': 2, 'batched_eval': 2,  # 2c
-    'checks': 2, 'demo_data': 2, 'resilience': 2, 'resume': 2, 'train': 2, 'stock_tools': 2,  # 2d
+    'checks': 2, 'demo_data': 2, 'resilience': 2, 'resume': 2, 'train': 2, 'trackers': 2, 'stock_tools': 2,  # 2d
     'console': 2, 'class_table': 2, 'out_of_memory': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,
     'infer.export_safetensors': 3, 'infer.flops': 3,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import ade20k, checkpoints, config, dist, files, gpu, pretrained, weights_fit
+from common import ade20k, checkpoints, config, dist, files, gpu, pretrained, validate, weights_fit
 from common.errors import SetupError
 
 CACHE_DIR = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'ade20k-train' / 'dataset-checks'
@@ -25,6 +25,12 @@ REINSTALL = 'run `bash setup.sh` at the repository root (it rebuilds .venv from 
 DOWNLOAD_HINT = ('download ADE20K with `python -m common.download_ade20k` (it unpacks to data/ade/), '
                  'point --data-root at your ADEChallengeData2016 folder, or try --demo')
 MAX_LISTED = 5
+# TRACKER's packages: tensorboard is in the stack; W&B's and MLflow's client are the optional extra.
+TRACKERS_INSTALL = ('run `make trackers` at the repository root (it installs requirements/lock-trackers.txt: '
+                    '.venv/bin/python -m pip install --require-hashes --no-deps -r requirements/lock-trackers.txt), '
+                    'or pass another --tracker')
+TRACKER_PACKAGES = {'tensorboard': ('tensorboard', REINSTALL), 'wandb': ('wandb', TRACKERS_INSTALL),
+                    'mlflow': ('mlflow', TRACKERS_INSTALL)}
 
 
 def _layout(root):
@@ -259,6 +265,20 @@ def packages(cfg):
                              'run `bash setup.sh` (it installs the pinned mmdet and mmpretrain)') from exc
 
 
+def trackers(tracker):
+    """The packages of the trackers TRACKER names import (one error for all that do not)."""
+    missing, fixes = [], []
+    for name in validate.listed(tracker):
+        module, fix = TRACKER_PACKAGES[name]
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            missing.append(f'{module} ({type(exc).__name__}: {exc})')
+            fixes += [fix] if fix not in fixes else []
+    if missing:
+        raise SetupError(f'--tracker {tracker} (TRACKER): cannot import {"; ".join(missing)}', '; '.join(fixes))
+
+
 # ---------------------------------------------------------------- before a training run
 
 def preflight(cfg, s):
@@ -267,6 +287,7 @@ def preflight(cfg, s):
     Raises SetupError."""
     mmcv_ops_status()
     packages(cfg)
+    trackers(s.TRACKER)
     for path in config.pretrained_paths(cfg):
         used = pretrained.require(path, auto=getattr(s, 'PRETRAINED', None) == 'auto')
         if used != path:  # the same weights under our converted file's name (pretrained.SAME_WEIGHTS)

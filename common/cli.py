@@ -31,6 +31,10 @@ COMMON_SETTINGS = dict(
     ON_NONFINITE_LOSS=('stop', "'stop': a NaN/inf loss ends the run (exit 3); 'skip': skip that step and count it"),
     DEVICE=('auto', "'auto': the GPU(s) torch can use, else the CPU; a GPU torch cannot use stops the run. "
                     "'cpu': the CPU even on a GPU machine"),
+    TRACKER=('tensorboard', "where the scalars, the config and summary.json's numbers go besides the text log and "
+                            "vis_data/scalars.json: 'tensorboard', 'wandb' (offline unless logged in), 'mlflow' "
+                            "(WORK_DIR/mlruns, or MLFLOW_TRACKING_URI), several comma-separated, or 'none'; wandb "
+                            'and mlflow need `make trackers` (common/trackers.py)'),
     DIST_TIMEOUT_S=(900, 'seconds a rank waits for the others before failing (instead of hanging)'),
     # Speed levers (common/speed.py): on by default where they are safe, GPU-only where they are GPU-only.
     CHANNELS_LAST=('auto', "NHWC memory layout: 'auto' (on a GPU), 'on' or 'off'"),

@@ -10,7 +10,7 @@ import copy
 import time
 from pathlib import Path
 
-from common import checkpoints, checks, config, dist, gpu, resilience, speed, train, validate
+from common import checkpoints, checks, config, dist, gpu, resilience, scripts, speed, trackers, train, validate
 from common.errors import reported
 
 # Start-up time (summary.json `startup_s`) counts from the script's first import for the first run of
@@ -20,10 +20,11 @@ _run_starts = []
 
 
 def defaults(*, work_dir, val_interval, seed, log_interval=50, keep_checkpoints=3, accumulate=1,
-             save_best='mIoU'):
+             save_best='mIoU', tracker='tensorboard', script='', variant=None):
     """default_runtime.py + the schedule's default_hooks, with: a checkpoint at every evaluation,
-    the last `keep_checkpoints` kept plus the best mIoU one, text + JSON scalar + TensorBoard logs."""
-    vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
+    the last `keep_checkpoints` kept plus the best mIoU one, text + JSON scalar logs and the trackers
+    `tracker` names (common/trackers.py; 'tensorboard': TensorBoard events, as the recipes log)."""
+    vis_backends = trackers.vis_backends(tracker, work_dir=work_dir, script=script, variant=variant)
     return dict(
         default_scope='mmseg',
         work_dir=work_dir,
@@ -53,7 +54,8 @@ def defaults(*, work_dir, val_interval, seed, log_interval=50, keep_checkpoints=
 def defaults_for(s, save_best='mIoU'):
     """defaults() from a script's settings."""
     return defaults(work_dir=s.WORK_DIR, val_interval=s.VAL_INTERVAL, seed=s.SEED, log_interval=s.LOG_INTERVAL,
-                    keep_checkpoints=s.KEEP_CHECKPOINTS, accumulate=s.ACCUMULATE, save_best=save_best)
+                    keep_checkpoints=s.KEEP_CHECKPOINTS, accumulate=s.ACCUMULATE, save_best=save_best,
+                    tracker=s.TRACKER, script=s.SCRIPT, variant=scripts.variant_name(vars(s)))
 
 
 def run(build_config, s):

@@ -20,7 +20,8 @@ import torch
 from common import ade20k, checkpoints, config
 
 # type named in a recipe's config -> the module of ours whose import registers it
-REGISTERED_BY = {'ResizeToAtLeast': 'common.fixed_window'}  # BEiT's and MAE's multi-scale test views
+REGISTERED_BY = {'ResizeToAtLeast': 'common.fixed_window',  # BEiT's and MAE's multi-scale test views
+                 'RunWandbVisBackend': 'common.trackers', 'RunMLflowVisBackend': 'common.trackers'}  # --tracker
 
 # Adding is idempotent (torch keeps a set) and adds nothing that can run code: see checkpoints.
 torch.serialization.add_safe_globals(checkpoints.allowed_globals())

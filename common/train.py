@@ -16,7 +16,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from common import batched_eval, checkpoints, cli, config, console, deferred, dist, faults, files, out_of_memory, resilience, resume, scripts, speed, validate, weights_fit
+from common import batched_eval, checkpoints, cli, config, console, deferred, dist, faults, files, out_of_memory, resilience, resume, scripts, speed, trackers, validate, weights_fit
 from common.errors import SetupError
 
 
@@ -44,7 +44,8 @@ def prepare(cfg, s, plan):
     # So the config the run writes (work_dir/<time>/vis_data/config.py) builds elsewhere too: the
     # modules that register its worker init, samplers and loops.
     config.add_imports(cfg, 'common.resilience', 'common.batched_eval', 'common.resume', 'common.checkpoints',
-                       'common.class_table', 'common.out_of_memory')
+                       'common.class_table', 'common.out_of_memory',
+                       *(['common.trackers'] if set(trackers.HELD) & config.types_in(cfg) else []))
     resumed = resume.plan(cfg, s)
     out_of_memory.adaptive(cfg)  # after resume.plan, which may give it its own loop (built on this one)
     return resumed
@@ -64,6 +65,7 @@ def changes_of_a_run(cfg, plan):
         stack.enter_context(faults.loss_faults())              # tests only (ADE_TRAIN_FAULT)
         stack.enter_context(resilience.signal_handlers())      # pre-emption
         stack.enter_context(warnings.catch_warnings())         # console.attach sends them to the log file
+        stack.enter_context(trackers.mlflow_file_store(cfg))   # MLflow 3's file store, asked for
         yield
 
 
@@ -239,6 +241,7 @@ def train(cfg, s, plan, started):
 def _train(cfg, s, plan, started):
     from mmengine.config import Config
     runner = console.runner_class(speed.runner_class(plan), s.verbose).from_cfg(Config(cfg))
+    trackers.hold(runner.visualizer)  # W&B and MLflow runs stay open for summary.json's numbers
     recorder = _make_recorder(started)
     runner.register_hook(recorder)
     runner.register_hook(console.ProgressHook(s.SCRIPT, s.LOG_INTERVAL, s.BATCH_PER_GPU * runner.world_size))
@@ -275,8 +278,10 @@ def _train(cfg, s, plan, started):
     finally:
         deferred.uninstall(runner.message_hub)
         if runner.rank == 0:
-            _write_summary(summarize(runner, recorder, s, plan, status, time.time() - start, stopped_at),
-                           Path(cfg['work_dir']) / 'summary.json', s.SCRIPT)
+            summary, path = summarize(runner, recorder, s, plan, status, time.time() - start, stopped_at), \
+                Path(cfg['work_dir']) / 'summary.json'
+            _write_summary(summary, path, s.SCRIPT)
+            trackers.finish(runner.visualizer, summary, path)  # then the W&B run is finished, MLflow's ended
     if runner.rank == 0:
         save_predictions_picture(runner, Path(cfg['work_dir']) / 'predictions.png')
         print('\n'.join(end_lines(runner, s, recorder, time.time() - started)), flush=True)

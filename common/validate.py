@@ -22,14 +22,23 @@ SWITCH_ON, SWITCH_OFF = ('on', 'true', 'yes', '1'), ('off', 'false', 'no', '0')
 CHANNELS_LAST = ('auto', *SWITCH_ON, *SWITCH_OFF)  # and FUSED_OPTIMIZER
 SEED_MAX = 2**32 - 1           # numpy's seed range, which mmengine's set_random_seed feeds
 MIN_CROP = 32                  # the deepest backbones here reduce by 32: a smaller crop has no feature map
+TRACKERS = ('tensorboard', 'wandb', 'mlflow')  # TRACKER: one or several, comma-separated, or 'none'
 
 
 def _flag(name):
     return '--' + name.lower().replace('_', '-')
 
 
+def listed(value):
+    """The names of a 'choices' setting (TRACKER): 'tensorboard, WandB' -> ['tensorboard', 'wandb'];
+    'none' -> []."""
+    names = [name.strip().lower() for name in str(value).split(',')]
+    return [] if names == ['none'] else names
+
+
 class Rule:
-    """What one setting may be: kind 'int', 'float', 'size' (H, W), 'choice', 'bool', 'path' or 'text';
+    """What one setting may be: kind 'int', 'float', 'size' (H, W), 'choice', 'choices' (one or
+    several of them, comma-separated, no repeats), 'bool', 'path' or 'text';
     `low`/`high` bound numbers (inclusive; `above` makes `low` exclusive); `optional`: None allowed."""
 
     def __init__(self, kind, low=None, high=None, choices=(), optional=False, above=False, also=(), why=''):
@@ -39,6 +48,8 @@ class Rule:
     def allowed(self):
         if self.kind == 'choice':
             text = 'one of ' + ', '.join(map(str, self.choices))
+        elif self.kind == 'choices':
+            text = 'one or several of ' + ', '.join(map(str, self.choices)) + ', comma-separated'
         elif self.kind in ('int', 'float', 'size'):
             noun = {'int': 'a whole number', 'float': 'a number', 'size': 'H,W: two whole numbers'}[self.kind]
             bounds = [f'{">" if self.above else ">="} {self.low}' if self.low is not None else '',
@@ -63,6 +74,13 @@ class Rule:
             return isinstance(value, bool)
         if self.kind == 'choice':  # 'ON' as 'on': common.speed reads switches case-blind
             return value in self.choices or (isinstance(value, str) and value.lower() in self.choices)
+        if self.kind == 'choices':
+            if not isinstance(value, str):
+                return False
+            names = listed(value)
+            if not names:  # 'none', case-blind
+                return 'none' in self.also
+            return len(set(names)) == len(names) and all(n in self.choices for n in names)
         if self.kind in ('path', 'text'):
             return isinstance(value, str) and value != ''
         numbers = value if self.kind == 'size' else (value,)
@@ -78,7 +96,7 @@ class Rule:
 
     def bad_values(self):
         """Flag values this rule must refuse (for the tests): one per way of being wrong."""
-        if self.kind == 'choice':
+        if self.kind in ('choice', 'choices'):
             return ['no-such-choice']
         if self.kind in ('int', 'float'):
             below = self.low if self.above else self.low - (1 if self.kind == 'int' else 0.5)
@@ -117,7 +135,9 @@ RULES = {
     'LR': Float(0, also=('auto',), optional=True, why="'auto' (setr) or None: the variant's recipe LR"), 'ETA_MIN': Float(0), 'WARMUP_ITERS': Int(0),
     'PRECISION': Choice(*PRECISIONS), 'CHANNELS_LAST': Choice(*CHANNELS_LAST),
     'ON_NONFINITE_LOSS': Choice('stop', 'skip'), 'DEVICE': Choice('auto', 'cpu'),
-    'FUSED_OPTIMIZER': Choice(*CHANNELS_LAST), 'TF32': Rule('bool'), 'COMPILE': Rule('bool'), 'SKIP_BAD_SAMPLES': Rule('bool'),
+    'FUSED_OPTIMIZER': Choice(*CHANNELS_LAST),
+    'TRACKER': Rule('choices', choices=TRACKERS, also=('none',),
+                    why="'none': the text log and vis_data/scalars.json only (common/trackers.py)"), 'TF32': Rule('bool'), 'COMPILE': Rule('bool'), 'SKIP_BAD_SAMPLES': Rule('bool'),
     'PRETRAINED': Rule('path', optional=True, why="'auto': the recipe's file in pretrain/; None: from scratch"),
     # Model knobs of single scripts.
     'NUM_QUERIES': Int(1), 'NUM_KERNEL_UPDATES': Int(1), 'ISA_CHANNELS': Int(1), 'ISA_DOWN_FACTOR': Size(1),

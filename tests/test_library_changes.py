@@ -2,6 +2,7 @@
 loops, samplers, hooks, a file backend) and by forward hooks on its own model; what has no registry
 is undone when the run ends. Whatever runs next in the same process meets the stock libraries."""
 import json
+import os
 import signal
 
 import pytest
@@ -39,16 +40,20 @@ def library_attributes():
 def process_state():
     return dict(signals={s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)},
                 tf32=(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-                      torch.get_float32_matmul_precision()))
+                      torch.get_float32_matmul_precision()),
+                mlflow_file_store=os.environ.get('MLFLOW_ALLOW_FILE_STORE'))  # trackers.mlflow_file_store
 
 
-def test_a_run_leaves_the_libraries_as_it_found_them(tiny_data, tmp_path):
+def test_a_run_leaves_the_libraries_as_it_found_them(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.delenv('MLFLOW_ALLOW_FILE_STORE', raising=False)
+    monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
     before, state = library_attributes(), process_state()
     for name, (value, owner) in before.items():
         assert value.__module__ == owner, f'{name} is not the library\'s own before the run: {value.__module__}'
     work = tmp_path / 'work'
     load_script('train_fcn').main(['--data-root', tiny_data, '--work-dir', str(work), *TINY, '--precision', 'bf16',
-                                   '--channels-last', 'on', '--max-iters', '2', '--val-interval', '2'])
+                                   '--channels-last', 'on', '--max-iters', '2', '--val-interval', '2',
+                                   '--tracker', 'tensorboard,mlflow'])  # MLflow's file store: asked for, then not
     assert json.loads((work / 'summary.json').read_text())['status'] == 'finished'
     after = library_attributes()
     changed = [name for name in before if after[name][0] is not before[name][0]]
