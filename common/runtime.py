@@ -32,7 +32,7 @@ def defaults(*, work_dir, val_interval, seed, log_interval=50, keep_checkpoints=
                      dist_cfg=dict(backend='nccl')),
         vis_backends=vis_backends,
         # No fixed name: mmengine keeps one visualizer per name, so a second run in the same process
-        # would write into the first run's folder. Unnamed, it takes the run's timestamp.
+        # would write into the first run's folder. Unnamed, it takes the run's experiment name (train._train).
         visualizer=dict(type='SegLocalVisualizer', vis_backends=copy.deepcopy(vis_backends)),
         log_processor=dict(by_epoch=False),
         log_level='INFO',
