@@ -4,7 +4,6 @@ import json
 import shlex
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -72,10 +71,3 @@ def test_verbose_shows_mmengine_output_on_the_console(tiny_data, tmp_path, capfd
     console = train(tmp_path, tiny_data, '--max-iters', '2', '--verbose')
     for shown in ('System environment', 'Iter(train) [2/2]', 'per class results', '[fcn] iter 2/2', 'UserWarning'):
         assert shown in console, shown
-
-
-def test_warnings_go_back_to_the_console_after_a_run(tiny_data, tmp_path, capfd):
-    before = warnings.showwarning
-    load_script('fcn').main(['--data-root', tiny_data, '--work-dir', str(tmp_path), *TINY, '--backbone', 'r18-d8',
-                             '--max-iters', '1', '--val-interval', '1'])
-    assert warnings.showwarning is before

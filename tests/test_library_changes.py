@@ -4,6 +4,7 @@ is undone when the run ends. Whatever runs next in the same process meets the st
 import json
 import os
 import signal
+import warnings
 
 import pytest
 import torch
@@ -41,7 +42,8 @@ def process_state():
     return dict(signals={s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)},
                 tf32=(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
                       torch.get_float32_matmul_precision()),
-                mlflow_file_store=os.environ.get('MLFLOW_ALLOW_FILE_STORE'))  # trackers.mlflow_file_store
+                mlflow_file_store=os.environ.get('MLFLOW_ALLOW_FILE_STORE'),  # trackers.mlflow_file_store
+                showwarning=warnings.showwarning)  # console.attach: warnings into the run's log file
 
 
 def test_a_run_leaves_the_libraries_as_it_found_them(tiny_data, tmp_path, monkeypatch):
