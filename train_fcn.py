@@ -53,7 +53,7 @@ REFERENCES = {  # the other recipes of the folder (scripts.reference_for picks b
 }
 # What --demo sets for this script (over common/cli.py DEMO_SETTINGS): the newcomer's first look, kept under
 # 3 minutes on a 2-core CPU without AVX-512 (benchmarks/demo/README.md: r50-d8 takes 8.5 minutes there).
-DEMO_SETTINGS = dict(BACKBONE='r18-d8', MAX_ITERS=120, VAL_INTERVAL=120, LR=0.02)
+DEMO_SETTINGS = dict(BACKBONE='r18-d8', MAX_ITERS=100, VAL_INTERVAL=100, LR=0.03)
 BACKBONES = {'r50-d8': dict(models.RESNET_V1C['r50'], **models.BOTTLENECK_D8_HEADS),
              'r101-d8': dict(models.RESNET_V1C['r101'], **models.BOTTLENECK_D8_HEADS),
              # No ADE20K recipe: CSAIL's ResNet18dilated + C1_deepsup (docs/recipes.md, models of other codebases).

@@ -73,17 +73,17 @@ def test_a_scripts_own_demo_settings_go_over_the_common_ones():
     without DEMO_SETTINGS keeps its default model, and explicit flags still win."""
     fcn = load_script('train_fcn')
     s = cli.parse(vars(fcn), ['--demo'])
-    assert (s.BACKBONE, s.MAX_ITERS, s.VAL_INTERVAL, s.LR) == ('r18-d8', 120, 120, 0.02)
+    assert (s.BACKBONE, s.MAX_ITERS, s.VAL_INTERVAL, s.LR) == ('r18-d8', 100, 100, 0.03)
     assert s.CROP_SIZE == (64, 64) and s.BATCH_PER_GPU == 8 and s.PRETRAINED is None
     assert fcn.build_config(s)['model']['backbone']['depth'] == 18
     s = cli.parse(vars(fcn), ['--demo', '--backbone', 'r50-d8', '--max-iters', '200', '--lr', '0.01'])
-    assert (s.BACKBONE, s.MAX_ITERS, s.VAL_INTERVAL, s.LR) == ('r50-d8', 200, 120, 0.01)
+    assert (s.BACKBONE, s.MAX_ITERS, s.VAL_INTERVAL, s.LR) == ('r50-d8', 200, 100, 0.01)
     pspnet = load_script('train_pspnet')
     s = cli.parse(vars(pspnet), ['--demo'])
     assert (s.BACKBONE, s.MAX_ITERS, s.LR) == (pspnet.BACKBONE, cli.DEMO_SETTINGS['MAX_ITERS'], pspnet.LR)
     # The console says what the demo trains.
     head = train.banner(cli.parse(vars(fcn), ['--demo']), 1).splitlines()[0]
-    assert head.startswith('[fcn] demo: train_fcn.py BACKBONE=r18-d8 from scratch') and '120 iterations' in head
+    assert head.startswith('[fcn] demo: train_fcn.py BACKBONE=r18-d8 from scratch') and '100 iterations' in head
     assert 'demo' not in train.banner(cli.parse(vars(fcn), []), 1).splitlines()[0]
 
 
