@@ -36,6 +36,8 @@ module level, and runs nothing at import:
                      tools.recipes.recipes compares (a key covers what is under it), each also in __doc__;
                      a REFERENCES entry may add its own `deviations` the same way
     SMOKE_TEST_FLAGS list of flags that shrink a model too large for the CPU smoke tests
+    DEMO_SETTINGS    dict of its settings that `--demo` sets over cli.DEMO_SETTINGS (train_fcn.py: the
+                     ResNet-18 variant and a shorter schedule, so that `make demo` is quick on a CPU)
     TTA_CONFIGS      {variant: config}: the recipe's multi-scale test file (`*_ms.py`: the same training,
                      evaluated with --eval-only CKPT --tta; tools.recipes.recipes)
 Constants that are dicts or lists (the variant tables, the REFERENCE* data) are not flags.
@@ -48,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTING = re.compile(r'^[A-Z][A-Z0-9_]*$')
 FLAG_TYPES = (bool, int, float, str, tuple, type(None))
 # Module constants that describe the script rather than set it up (never flags).
-NOT_SETTINGS = {'DEVIATIONS', 'SMOKE_TEST_FLAGS', 'REFERENCE'}
+NOT_SETTINGS = {'DEVIATIONS', 'SMOKE_TEST_FLAGS', 'REFERENCE', 'DEMO_SETTINGS'}
 # The settings that pick one of a script's recipes (each script has one or both).
 VARIANT_SETTINGS = ('BACKBONE', 'HEAD')
 

@@ -74,6 +74,16 @@ def _backbone_type(cfg):
     return (cfg.get('model', {}).get('backbone') or {}).get('type')
 
 
+def _demo_line(s):
+    """--demo is a newcomer's first look: say what it trains (the script's demo may pick another variant
+    and schedule than its recipe: cli.demo_settings)."""
+    chosen = ''.join(f' {name}={getattr(s, name)}' for name in scripts.VARIANT_SETTINGS if hasattr(s, name))
+    weights = 'from scratch' if s.PRETRAINED is None else f'from {s.PRETRAINED}'
+    return (f'demo: train_{s.SCRIPT}.py{chosen} {weights} on the generated demo data ({s.DATA_ROOT}), '
+            f'{s.MAX_ITERS} iterations of {s.BATCH_PER_GPU} crops {s.CROP_SIZE[0]}x{s.CROP_SIZE[1]} at LR {s.LR}, '
+            'then evaluated on its validation images')
+
+
 def _reference_line(s):
     reference = s.reference
     if not reference.get('config'):
@@ -97,7 +107,8 @@ def banner(s, world, plan=None, sync_bn=False, cuda=None):
     normalises with SyncBN) what batch normalisation sees in this run."""
     total = s.BATCH_PER_GPU * world * s.ACCUMULATE
     ref_total = s.reference.get('total_batch', 16)
-    lines = [f'[{s.SCRIPT}] {_reference_line(s)}',
+    lines = [f'[{s.SCRIPT}] {_demo_line(s)}'] if getattr(s, 'demo', False) else []
+    lines += [f'[{s.SCRIPT}] {_reference_line(s)}',
              f'[{s.SCRIPT}] total batch {total} = {s.BATCH_PER_GPU}/GPU x {world} GPU(s) x accumulate '
              f'{s.ACCUMULATE}; the reference trains with {ref_total}']
     if plan:

@@ -68,6 +68,33 @@ def test_demo_settings_and_explicit_flags_win():
     assert s.WORK_DIR == 'work_dirs/demo_segformer'
 
 
+def test_a_scripts_own_demo_settings_go_over_the_common_ones():
+    """`make demo` (train_fcn.py --demo) trains FCN's ResNet-18 variant on a short schedule; a script
+    without DEMO_SETTINGS keeps its default model, and explicit flags still win."""
+    fcn = load_script('train_fcn')
+    s = cli.parse(vars(fcn), ['--demo'])
+    assert (s.BACKBONE, s.MAX_ITERS, s.VAL_INTERVAL, s.LR) == ('r18-d8', 100, 100, 0.03)
+    assert s.CROP_SIZE == (64, 64) and s.BATCH_PER_GPU == 8 and s.PRETRAINED is None
+    assert fcn.build_config(s)['model']['backbone']['depth'] == 18
+    s = cli.parse(vars(fcn), ['--demo', '--backbone', 'r50-d8', '--max-iters', '200', '--lr', '0.01'])
+    assert (s.BACKBONE, s.MAX_ITERS, s.VAL_INTERVAL, s.LR) == ('r50-d8', 200, 100, 0.01)
+    pspnet = load_script('train_pspnet')
+    s = cli.parse(vars(pspnet), ['--demo'])
+    assert (s.BACKBONE, s.MAX_ITERS, s.LR) == (pspnet.BACKBONE, cli.DEMO_SETTINGS['MAX_ITERS'], pspnet.LR)
+    # The console says what the demo trains.
+    head = train.banner(cli.parse(vars(fcn), ['--demo']), 1).splitlines()[0]
+    assert head.startswith('[fcn] demo: train_fcn.py BACKBONE=r18-d8 from scratch') and '100 iterations' in head
+    assert 'demo' not in train.banner(cli.parse(vars(fcn), []), 1).splitlines()[0]
+
+
+def test_every_scripts_demo_settings_are_its_settings():
+    for name in scripts.all_names():
+        namespace = vars(scripts.load(name))
+        own = namespace.get('DEMO_SETTINGS', {})
+        assert set(own) <= set(scripts.settings_of(namespace)) | set(cli.COMMON_SETTINGS), name
+        cli.parse(namespace, ['--demo'])  # every value in its range, or exit 2 (common/validate.py)
+
+
 @pytest.mark.parametrize('env, launcher, world', [
     ({}, 'none', 1),
     ({'RANK': '0', 'WORLD_SIZE': '4', 'LOCAL_RANK': '0'}, 'pytorch', 4),
