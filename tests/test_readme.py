@@ -21,7 +21,7 @@ MADE_LATER = {
     'benchmarks/h100': 'written by python -m tools.bench.vs_stock --out benchmarks/h100',
     'requirements/lock-cu126.txt': 'made by python -m tools.setup.make_lock --torch-cuda cu126 (docs/install.md)',
     'requirements/lock-cu128.txt': 'made by python -m tools.setup.make_lock --torch-cuda cu128 (docs/install.md)',
-    'train_emanet.py': 'the worked example of "Add a model" (README.md), made by the reader',
+    'train_emanet.py': 'the worked example of docs/add_a_model.md, made by the reader',
 }
 PRETRAINED_FILE = re.compile(r'pretrain/[^/]+\.pth')   # fetched or converted (python -m common.pretrained)
 # The script a worked example starts from: its flags are that script's.
