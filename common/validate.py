@@ -118,6 +118,7 @@ RULES = {
     'PRECISION': Choice(*PRECISIONS), 'CHANNELS_LAST': Choice(*CHANNELS_LAST),
     'ON_NONFINITE_LOSS': Choice('stop', 'skip'), 'DEVICE': Choice('auto', 'cpu'),
     'FUSED_OPTIMIZER': Choice(*CHANNELS_LAST), 'TF32': Rule('bool'), 'COMPILE': Rule('bool'), 'SKIP_BAD_SAMPLES': Rule('bool'),
+    'ACTIVATION_CKPT': Rule('bool'),
     'PRETRAINED': Rule('path', optional=True, why="'auto': the recipe's file in pretrain/; None: from scratch"),
     # Model knobs of single scripts.
     'NUM_QUERIES': Int(1), 'NUM_KERNEL_UPDATES': Int(1), 'ISA_CHANNELS': Int(1), 'ISA_DOWN_FACTOR': Size(1),
