@@ -91,6 +91,7 @@ def assert_same_weights(name, weights, plain_weights):
 CASES = {'train_segformer': [], 'train_segmenter': [], 'train_poolformer': []}
 
 
+@pytest.mark.slow  # trains
 @pytest.mark.parametrize('name', list(CASES))
 def test_the_same_seed_trains_bit_identically_with_and_without_it(name, monkeypatch):
     plain_losses, plain_weights, _ = steps(name, CASES[name], on=False)
@@ -101,6 +102,7 @@ def test_the_same_seed_trains_bit_identically_with_and_without_it(name, monkeypa
     assert_same_weights(name, weights, plain_weights)
 
 
+@pytest.mark.slow
 def test_a_run_with_the_flag_trains_bit_identically(tiny_data, tmp_path, monkeypatch, capsys):
     """The whole run: the flag, the config, the Runner wrapping the model; the banner says it."""
     plain_losses, plain_weights = train('train_fcn', tiny_data, tmp_path / 'plain', '--backbone', 'r18-d8')
@@ -114,6 +116,7 @@ def test_a_run_with_the_flag_trains_bit_identically(tiny_data, tmp_path, monkeyp
     assert 'activation checkpointing: every BasicBlock, Bottleneck of the ResNetV1c backbone' in out
 
 
+@pytest.mark.slow
 def test_it_trains_under_bf16_and_channels_last(monkeypatch):
     """The recomputation runs under the forward's autocast state (torch.utils.checkpoint keeps it)."""
     calls = Calls(monkeypatch)

@@ -6,7 +6,7 @@
 Each script's model (its config, from scratch, BN for SyncBN as a CPU run has it) takes training steps
 on a random batch (images and 150-class labels at --crop) with its recipe's optimizer, the model
 wrapped as a run wraps it (common.activation_ckpt.install). A CPU has no max_memory_allocated: the peak
-is read from torch.profiler's memory events (profile_memory=True) of one step after a warm-up step:
+is read from torch.profiler's memory records (profile_memory=True) of one step after a warm-up step:
 the running sum of every allocation and free in the step, its maximum above what was allocated when
 the step began (weights, gradients, optimizer state): the step's activations and temporaries.
 s/iter is the median of --iters unprofiled steps. Prints a markdown table; --json keeps it.
@@ -14,7 +14,6 @@ s/iter is the median of --iters unprofiled steps. Prints a markdown table; --jso
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -60,10 +59,13 @@ def _peak_bytes(model, optim, data):
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         _step(model, optim, data)
-    events = sorted((e for e in prof.events() if e.name == '[memory]'), key=lambda e: e.time_range.start)
+    # The raw records, one per allocation (+bytes) or free (-bytes), with its time: prof.events() folds
+    # allocations into the ops that made them, which would hide the peak inside an op.
+    records = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == '[memory]'),
+                     key=lambda e: e.start_ns())
     current = peak = 0
-    for event in events:
-        current += event.cpu_memory_usage
+    for record in records:
+        current += record.nbytes()
         peak = max(peak, current)
     return peak
 
@@ -92,7 +94,6 @@ def main(argv=None):
     parser.add_argument('--iters', type=int, default=2, help='timed steps per setting (after the profiled one)')
     parser.add_argument('--json', help='also write the rows here')
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     rows = []
     for item in args.scripts.split(','):
         name, _, variant = item.partition(':')
