@@ -76,7 +76,9 @@ How a run extends mmengine, mmcv and torch. Through their registries (what a run
 - On the run's own model (nothing of the libraries replaced): kernel_guard.guard_kernels' forward hooks
   (mmcv ops with compiled kernels get fp32, contiguous inputs outside autocast; NCHW_ONLY modules
   contiguous ones, and on a CPU NCHW_ON_CPU ones: torch's GroupNorm backward), speed.non_blocking_inputs (its data preprocessor copies without blocking),
-  deferred.install (the runner's MessageHub keeps tensor scalars on the device until read).
+  deferred.install (the runner's MessageHub keeps tensor scalars on the device until read),
+  activation_ckpt.install (with --activation-ckpt: each backbone block's forward in torch's non-reentrant
+  checkpoint, on this model's blocks only).
 - torch's own allow-list: checkpoints.install adds mmengine's HistoryBuffer and numpy types to
   torch.load's weights-only safe globals, so mmengine's torch.load calls (resume, load_from,
   Pretrained init) stay safe; with --trust-checkpoint it sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD instead.

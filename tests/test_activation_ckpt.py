@@ -13,6 +13,17 @@ from conftest import ROOT, SCRIPTS, TINY, load_script
 from common import activation_ckpt, cli
 
 
+@pytest.fixture(autouse=True)
+def _no_logger_left():
+    """Building a model outside a run makes mmengine's logger, whose handler keeps this test's captured
+    stdout: print_log in later tests would write there. Drop the loggers a test made."""
+    from mmengine.logging import MMLogger
+    before = set(MMLogger._instance_dict)
+    yield
+    for name in set(MMLogger._instance_dict) - before:
+        del MMLogger._instance_dict[name]
+
+
 def config_of(name, *flags):
     module = load_script(name)
     s = cli.parse(vars(module), ['--no-pretrained', *flags])
