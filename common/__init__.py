@@ -38,6 +38,8 @@ import loop (tests/test_architecture.py checks both against LAYERS below).
     kernel_guard ops the fast path cannot feed as they are (mmcv's compiled kernels, NCHW-only code): fp32, NCHW
     deferred     logged tensors stay on the device until a log line reads them (no wait per iteration)
     batched_eval validation in batches of same-shape images (EVAL_BATCH), exact on one or several GPUs
+    activation_ckpt  memory: which backbones recompute their blocks' activations in the backward pass
+                 (ACTIVATION_CKPT) and how the config says so (their own with_cp, or mmengine's key)
   2d. The run: from its checks to its record
     checks       can this run start: installation, packages, pretrained files, dataset (preflight)
     demo_data    the small, learnable ADE20K-layout dataset of --demo and the tests
@@ -86,7 +88,9 @@ How a run extends mmengine, mmcv and torch. Through their registries (what a run
 - On the run's own model (nothing of the libraries replaced): kernel_guard.guard_kernels' forward hooks
   (mmcv ops with compiled kernels get fp32, contiguous inputs outside autocast; NCHW_ONLY modules
   contiguous ones, and on a CPU NCHW_ON_CPU ones: torch's GroupNorm backward), speed.non_blocking_inputs (its data preprocessor copies without blocking),
-  deferred.install (the runner's MessageHub keeps tensor scalars on the device until read).
+  deferred.install (the runner's MessageHub keeps tensor scalars on the device until read),
+  activation_ckpt.install (with --activation-ckpt: each backbone block's forward in torch's non-reentrant
+  checkpoint, on this model's blocks only).
 - torch's own allow-list: checkpoints.install adds mmengine's HistoryBuffer and numpy types to
   torch.load's weights-only safe globals, so mmengine's torch.load calls (resume, load_from,
   Pretrained init) stay safe; with --trust-checkpoint it sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD instead.
@@ -114,7 +118,8 @@ LAYERS = {
     'ade20k': 1, 'schedules': 1, 'models': 1,
     'scripts': 2, 'cli': 2, 'validate': 2, 'config': 2,  # 2a
     'layouts': 2, 'pretrained': 2, 'inventory': 2, 'weights_fit': 2, 'fixed_window': 2, 'checkpoints': 2,  # 2b
-    'dist': 2, 'gpu': 2, 'speed': 2, 'kernel_guard': 2, 'deferred': 2, 'batched_eval': 2,  # 2c
+    'dist': 2, 'gpu': 2, 'speed': 2, 'kernel_guard': 2, 'deferred': 2, 'batched_eval': 2,
+    'activation_ckpt': 2,  # 2c
     'checks': 2, 'demo_data': 2, 'resilience': 2, 'resume': 2, 'train': 2, 'trackers': 2, 'stock_tools': 2,  # 2d
     'console': 2, 'class_table': 2, 'out_of_memory': 2,
     'infer': 3, 'infer.model': 3, 'infer.evaluate': 3, 'infer.predict': 3, 'infer.export_onnx': 3,

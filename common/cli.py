@@ -41,6 +41,9 @@ COMMON_SETTINGS = dict(
     TF32=(True, 'TF32 tensor cores for the matmuls and convolutions left in fp32 (GPU)'),
     FUSED_OPTIMIZER=('auto', "one fused kernel for the SGD/AdamW step: 'auto' (on a GPU), 'on' (the CPU too), 'off'"),
     COMPILE=(False, 'torch.compile the backbone and neck (slow first iterations; measure before turning on)'),
+    # Memory (common/activation_ckpt.py): off by default, it costs about one more backbone forward per step.
+    ACTIVATION_CKPT=(False, "recompute the backbone's block activations in the backward pass instead of keeping "
+                            'them: less memory, slower steps (not every backbone has it: common/activation_ckpt.py)'),
 )
 
 # `--demo`: train on the generated demo dataset, small enough for a CPU (see common/demo_data.py).

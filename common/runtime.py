@@ -10,7 +10,7 @@ import copy
 import time
 from pathlib import Path
 
-from common import checkpoints, checks, config, dist, gpu, resilience, scripts, speed, trackers, train, validate
+from common import activation_ckpt, checkpoints, checks, config, dist, gpu, resilience, scripts, speed, trackers, train, validate
 from common.errors import reported
 
 # Start-up time (summary.json `startup_s`) counts from the script's first import for the first run of
@@ -74,6 +74,9 @@ def _dump(cfg, s):
     print(f'wrote {config.dump(stock_tools.portable(cfg), s.dump_config)}')
     plan = speed.plan(s)
     levers = [name for name in ('channels_last', 'tf32', 'fused_optimizer', 'compile') if plan[name]]
+    if cfg.get(activation_ckpt.KEY):
+        print(f'[{s.SCRIPT}] note: {activation_ckpt.KEY} (--activation-ckpt) is in the file, but only a run of '
+              f'train_{s.SCRIPT}.py reads it: MMSegmentation\'s tools train without it', flush=True)
     if plan['precision'] != 'fp32' or levers:
         print(f'[{s.SCRIPT}] note: the speed settings ({", ".join([plan["precision"], *levers])}) are applied by a run of '
               f'train_{s.SCRIPT}.py, not written in the file: MMSegmentation\'s tools/train.py trains it in fp32 '
@@ -85,7 +88,9 @@ def _run(build_config, s, started):
     if s.DEVICE == 'cpu':
         gpu.use_cpu_only()  # before torch first looks at CUDA
     checkpoints.install(trust=s.trust_checkpoint)
-    cfg = build_config(s)
+    # Part of the model (its config says it), so before --dump-config; refused here, before anything is built,
+    # where the backbone has none.
+    cfg = activation_ckpt.apply(build_config(s), s.ACTIVATION_CKPT, s.SCRIPT)
     if s.dump_config:
         _dump(cfg, s)
         return
@@ -115,6 +120,8 @@ def _run(build_config, s, started):
         return
     if rank0:
         print(train.banner(s, dist.world_size_from_env(), plan, sync_bn=sync_bn), flush=True)
+        if activation_ckpt.describe(cfg):
+            print(f'[{s.SCRIPT}] {activation_ckpt.describe(cfg)}', flush=True)
         if resume_from:
             print(f'[{s.SCRIPT}] resuming from {resume_from}', flush=True)
     train.train(cfg, s, plan, started)

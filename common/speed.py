@@ -32,7 +32,7 @@ from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import LOOPS, OPTIM_WRAPPERS
 from mmengine.runner import Runner, ValLoop, TestLoop
 
-from common import config, kernel_guard, validate
+from common import activation_ckpt, config, kernel_guard, validate
 from common.resilience import LossGuard
 
 PRECISIONS = validate.PRECISIONS
@@ -79,11 +79,14 @@ def plan(s, cuda=None, bf16_supported=None):
     return dict(precision=resolve_precision(s.PRECISION, cuda, bf16_supported),
                 channels_last=resolve_switch(s.CHANNELS_LAST, cuda, '--channels-last'),
                 tf32=bool(s.TF32 and cuda), fused_optimizer=resolve_switch(s.FUSED_OPTIMIZER, cuda, '--fused-optimizer'),
-                compile=bool(s.COMPILE), cudnn_benchmark=True)
+                compile=bool(s.COMPILE), cudnn_benchmark=True,
+                # memory rather than speed, said beside the levers (common/activation_ckpt.py writes it in the config)
+                activation_ckpt=bool(getattr(s, 'ACTIVATION_CKPT', False)))
 
 
 def describe(speed):
-    on = [name for name in ('channels_last', 'tf32', 'fused_optimizer', 'compile', 'cudnn_benchmark') if speed[name]]
+    on = [name for name in ('channels_last', 'tf32', 'fused_optimizer', 'compile', 'cudnn_benchmark', 'activation_ckpt')
+          if speed.get(name)]
     return f'{speed["precision"]}' + (f' + {", ".join(on)}' if on else '')
 
 
@@ -221,8 +224,9 @@ COMPILE_BACKEND = os.environ.get('ADE_COMPILE_BACKEND', 'inductor')
 
 
 class FastRunner(Runner):
-    """mmengine's Runner, converting the model to channels_last and compiling its backbone and neck
-    before it is wrapped for DDP (so DDP's gradient buckets match the parameters' layout)."""
+    """mmengine's Runner, converting the model to channels_last, checkpointing its backbone's blocks
+    (the config's activation_ckpt) and compiling its backbone and neck before it is wrapped for DDP
+    (so DDP's gradient buckets match the parameters' layout)."""
     channels_last = False
     compile_parts = False
 
@@ -231,6 +235,8 @@ class FastRunner(Runner):
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         kernel_guard.guard_kernels(model)  # after the layout change: guarded modules go back to NCHW
+        if self.cfg.get(activation_ckpt.KEY):
+            activation_ckpt.install(model, self.cfg[activation_ckpt.KEY])
         if self.compile_parts:
             for name in COMPILED_PARTS:
                 part = getattr(model, name, None)

@@ -138,6 +138,7 @@ RULES = {
     'FUSED_OPTIMIZER': Choice(*CHANNELS_LAST),
     'TRACKER': Rule('choices', choices=TRACKERS, also=('none',),
                     why="'none': the text log and vis_data/scalars.json only (common/trackers.py)"), 'TF32': Rule('bool'), 'COMPILE': Rule('bool'), 'SKIP_BAD_SAMPLES': Rule('bool'),
+    'ACTIVATION_CKPT': Rule('bool'),
     'PRETRAINED': Rule('path', optional=True, why="'auto': the recipe's file in pretrain/; None: from scratch"),
     # Model knobs of single scripts.
     'NUM_QUERIES': Int(1), 'NUM_KERNEL_UPDATES': Int(1), 'ISA_CHANNELS': Int(1), 'ISA_DOWN_FACTOR': Size(1),

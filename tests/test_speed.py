@@ -21,10 +21,11 @@ def settings(**overrides):
 
 def test_auto_is_fp32_on_a_cpu_and_bf16_on_a_modern_gpu():
     assert speed.plan(settings(), cuda=False) == dict(precision='fp32', channels_last=False, tf32=False,
-                                                      fused_optimizer=False, compile=False, cudnn_benchmark=True)
+                                                      fused_optimizer=False, compile=False, cudnn_benchmark=True,
+                                                      activation_ckpt=False)
     gpu = speed.plan(settings(), cuda=True, bf16_supported=True)
     assert gpu == dict(precision='bf16', channels_last=True, tf32=True, fused_optimizer=True, compile=False,
-                       cudnn_benchmark=True)
+                       cudnn_benchmark=True, activation_ckpt=False)
     assert speed.plan(settings(), cuda=True, bf16_supported=False)['precision'] == 'fp16'  # pre-Ampere
     assert speed.plan(settings(PRECISION='fp32', CHANNELS_LAST='off'), cuda=True)['channels_last'] is False
     assert speed.plan(settings(PRECISION='bf16', CHANNELS_LAST='on'), cuda=False)['precision'] == 'bf16'

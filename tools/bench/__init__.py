@@ -11,6 +11,7 @@
                        that imports nothing of this project
     eval_batch_speed   batched vs one-at-a-time evaluation on ADE20K's mix of image sizes
     startup_breakdown  where the seconds go from launch to the first iteration, and a resume both ways
+    activation_memory  peak memory and time of a training step with and without --activation-ckpt (CPU)
 
 plots chooses matplotlib's Agg backend when it is imported: no display is needed.
 """
