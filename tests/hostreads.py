@@ -4,8 +4,9 @@ On a GPU each of these blocks the Python thread until the device has finished ev
 before it: reading a value (`.item()`, `.tolist()`, `bool()`, `float()`, `.numpy()`, `.cpu()`), and
 operations whose output size depends on the data (`nonzero`, boolean-mask indexing, `masked_select`,
 `unique`). On a CPU nothing waits, but the same calls are made, so counting them here proves the GPU
-iteration free of them. The counter is a TorchFunctionMode around mmengine's IterBasedTrainLoop.run_iter
-of one chosen iteration: the model's forward and backward, the optimizer step and every hook.
+iteration free of them. The counter is a TorchFunctionMode around the run_iter of the run's training
+loop (common/out_of_memory.py's AdaptiveTrainLoop, resume's is built on it) of one chosen iteration:
+the model's forward and backward, the optimizer step and every hook.
 """
 import traceback
 
@@ -54,8 +55,8 @@ class HostReads:
         self.iteration, self.found, self.counted, self.script = iteration, [], False, script
 
     def __enter__(self):
-        from mmengine.runner import IterBasedTrainLoop
-        self._loop, self._original = IterBasedTrainLoop, IterBasedTrainLoop.run_iter
+        from common.out_of_memory import AdaptiveTrainLoop  # the run's training loop (resume's is built on it)
+        self._loop, self._original = AdaptiveTrainLoop, AdaptiveTrainLoop.run_iter
         original, reads = self._original, self
 
         def run_iter(loop, data_batch):
@@ -64,7 +65,7 @@ class HostReads:
             reads.counted = True
             with _Mode(reads.found):
                 return original(loop, data_batch)
-        IterBasedTrainLoop.run_iter = run_iter
+        AdaptiveTrainLoop.run_iter = run_iter
         return self
 
     def __exit__(self, *exc):

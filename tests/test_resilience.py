@@ -108,7 +108,7 @@ def test_preemption_saves_and_exits_cleanly(signum, tiny_data, tmp_path, unbroke
                '--max-iters', '400', '--val-interval', '200']
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
-            if line.startswith('[fcn] iter 3/400'):
+            if line.split()[1:3] == ['iter', '3/400']:  # the console's progress line
                 proc.send_signal(signal.SIGINT)
                 break
         out = proc.communicate(timeout=300)[0]

@@ -186,7 +186,8 @@ def train(name, flags, work_dir, log_path, limit_s, keep_checkpoint=False, sync_
     key = key or f'gpu_check_{name}'
     build = module.build_config
     module.build_config = lambda s: adjust(build(s), key, keep_checkpoint, sync_check, name)
-    argv = [*flags, '--work-dir', str(work_dir), '--no-resume', '--no-pretrained']
+    # --verbose: the check's log keeps mmengine's whole output (environment, hooks, every line) beside the console's
+    argv = [*flags, '--work-dir', str(work_dir), '--no-resume', '--no-pretrained', '--verbose']
     result = _call(module.main, argv, log_path, limit_s, own_name=True)
     record = RECORDS.pop(key, {})
     summary = _read_json(Path(work_dir) / 'summary.json')
