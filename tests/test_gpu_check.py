@@ -206,6 +206,26 @@ def test_the_optional_features_report_why_they_are_missing(monkeypatch):
 
 # ---------------------------------------------------------------- one run in this process
 
+def test_a_limit_that_expires_inside_a_bare_except_is_still_the_limit(tmp_path):
+    """mmengine's config formatting turns whatever it meets into a SyntaxError (`except:`): a run whose
+    limit expired there stopped at its limit all the same (exit 124), not with an error of its own."""
+    from tools.gpu_check import inprocess
+
+    def formatting(argv):
+        try:
+            raise inprocess.Overtime('stopped after its limit of 1 s')
+        except BaseException:
+            raise SyntaxError('Failed to format the config file')
+
+    def broken(argv):
+        raise SyntaxError('a real one')
+
+    cut = inprocess._call(formatting, [], tmp_path / 'cut.log', 60, own_name=True)
+    assert cut['exit_code'] == 124 and cut['error'] == 'stopped after its limit of 1 s'
+    failed = inprocess._call(broken, [], tmp_path / 'failed.log', 60, own_name=True)
+    assert failed['exit_code'] == 1 and 'a real one' in failed['error']
+
+
 @pytest.mark.slow
 def test_a_run_in_this_process_stops_at_its_limit_then_the_next_run_records_its_iterations(tiny_data, tmp_path):
     from tools.gpu_check import inprocess

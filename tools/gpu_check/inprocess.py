@@ -54,6 +54,17 @@ def time_limit(seconds):
         signal.signal(signal.SIGALRM, previous)
 
 
+def _overtime_within(exc):
+    """The Overtime an exception was raised while handling, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Overtime):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def cuda_ok():
     """True when CUDA still computes (or there is none): after a failure, can the next run use it?"""
     import torch
@@ -165,7 +176,11 @@ def _call(main, argv, log_path, limit_s, own_name=False):
             code, error = 124, str(exc)
         except Exception as exc:
             traceback.print_exc()
-            code, error = 1, f'{type(exc).__name__}: {exc}'
+            overtime = _overtime_within(exc)
+            if overtime:  # a bare `except:` (mmengine's config formatting) turned it into another error
+                code, error = 124, str(overtime)
+            else:
+                code, error = 1, f'{type(exc).__name__}: {exc}'
     result = dict(exit_code=code, seconds=round(time.perf_counter() - start, 2),
                   peak_mem_mb=round(torch.cuda.max_memory_allocated() / 2 ** 20) if cuda else None,
                   resident_before_mb=round(before / 2 ** 20) if cuda else None)
