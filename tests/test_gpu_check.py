@@ -217,11 +217,18 @@ def test_a_limit_that_expires_inside_a_bare_except_is_still_the_limit(tmp_path):
         except BaseException:
             raise SyntaxError('Failed to format the config file')
 
+    def reported(argv):  # a training's failure: printed, then exit 1 (common/train.py)
+        try:
+            formatting(argv)
+        except Exception:
+            raise SystemExit(1)
+
     def broken(argv):
         raise SyntaxError('a real one')
 
-    cut = inprocess._call(formatting, [], tmp_path / 'cut.log', 60, own_name=True)
-    assert cut['exit_code'] == 124 and cut['error'] == 'stopped after its limit of 1 s'
+    for main in (formatting, reported):
+        cut = inprocess._call(main, [], tmp_path / 'cut.log', 60, own_name=True)
+        assert cut['exit_code'] == 124 and cut['error'] == 'stopped after its limit of 1 s', main
     failed = inprocess._call(broken, [], tmp_path / 'failed.log', 60, own_name=True)
     assert failed['exit_code'] == 1 and 'a real one' in failed['error']
 

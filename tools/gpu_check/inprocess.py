@@ -172,15 +172,17 @@ def _call(main, argv, log_path, limit_s, own_name=False):
                 main(argv)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            overtime = _overtime_within(exc)
         except Overtime as exc:
-            code, error = 124, str(exc)
+            overtime = exc
         except Exception as exc:
             traceback.print_exc()
+            code, error = 1, f'{type(exc).__name__}: {exc}'
             overtime = _overtime_within(exc)
-            if overtime:  # a bare `except:` (mmengine's config formatting) turned it into another error
-                code, error = 124, str(overtime)
-            else:
-                code, error = 1, f'{type(exc).__name__}: {exc}'
+        else:
+            overtime = None
+    if overtime:  # also when a bare `except:` (mmengine's config formatting) made it another error
+        code, error = 124, str(overtime)
     result = dict(exit_code=code, seconds=round(time.perf_counter() - start, 2),
                   peak_mem_mb=round(torch.cuda.max_memory_allocated() / 2 ** 20) if cuda else None,
                   resident_before_mb=round(before / 2 ** 20) if cuda else None)
