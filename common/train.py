@@ -254,11 +254,10 @@ _RUNS = itertools.count(1)  # the runs of this process
 
 
 def _train(cfg, s, plan, started):
-    from mmengine.config import Config
     # mmengine keeps one logger, message hub and visualizer per experiment name, by default the launch's
     # second: a second run started in the same second (tests, notebooks) would share the first one's.
     cfg = dict(cfg, experiment_name=f'{s.SCRIPT}_run{next(_RUNS)}')
-    runner = console.runner_class(speed.runner_class(plan), s.verbose).from_cfg(Config(cfg))
+    runner = console.runner_class(speed.runner_class(plan), s.verbose).from_cfg(config.for_runner(cfg))
     trackers.hold(runner.visualizer)  # W&B and MLflow runs stay open for summary.json's numbers
     recorder = _make_recorder(started)
     runner.register_hook(recorder)

@@ -101,3 +101,25 @@ def test_a_fresh_process_loads_a_real_training_checkpoint(tmp_path):
     proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == '1.25'
+
+
+def test_the_runs_config_is_formatted_once_per_content_as_mmengine_formats_it(monkeypatch):
+    """mmengine formats the run's config in about eight places a run (each checkpoint's meta among them):
+    the run's Config (config.for_runner) formats each content once, to mmengine's own text."""
+    import copy
+    import pickle
+    from mmengine.config import Config
+    from mmengine.config import config as mmengine_config
+    from common import config
+    cfg = dict(model=dict(type='EncoderDecoder', decode_head=dict(num_classes=150, channels=[1, 2])), seed=1)
+    stock = Config(copy.deepcopy(cfg)).pretty_text
+    calls = []
+    format_code = mmengine_config.FormatCode
+    monkeypatch.setattr(mmengine_config, 'FormatCode', lambda *a, **k: calls.append(1) or format_code(*a, **k))
+    run_cfg = config.for_runner(copy.deepcopy(cfg))
+    texts = [run_cfg.pretty_text, run_cfg.pretty_text, copy.deepcopy(run_cfg).pretty_text]
+    assert texts == [stock] * 3 and len(calls) == 1
+    run_cfg.model.decode_head.channels.append(3)  # another content, another text
+    cfg['model']['decode_head']['channels'].append(3)
+    assert run_cfg.pretty_text == Config(copy.deepcopy(cfg)).pretty_text != stock and len(calls) == 3
+    assert type(pickle.loads(pickle.dumps(run_cfg))) is type(run_cfg)
