@@ -163,7 +163,7 @@ def _call(main, argv, log_path, limit_s, own_name=False):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-    code, error, start = 0, None, time.perf_counter()
+    code, error, overtime, start = 0, None, None, time.perf_counter()
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, 'w', buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         print(' '.join(map(str, argv)), flush=True)
@@ -179,8 +179,6 @@ def _call(main, argv, log_path, limit_s, own_name=False):
             traceback.print_exc()
             code, error = 1, f'{type(exc).__name__}: {exc}'
             overtime = _overtime_within(exc)
-        else:
-            overtime = None
     if overtime:  # also when a bare `except:` (mmengine's config formatting) made it another error
         code, error = 124, str(overtime)
     result = dict(exit_code=code, seconds=round(time.perf_counter() - start, 2),
