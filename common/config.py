@@ -3,6 +3,7 @@
 Nothing here knows a model: these walk the tree and find or change nodes by their keys.
 """
 import copy
+import functools
 from pathlib import Path
 
 
@@ -82,14 +83,12 @@ def for_runner(cfg):
     """The run's mmengine Config (RunConfig), formatted once per content. mmengine formats the whole
     config with yapf in about eight places a run (the environment log, TensorBoard, each checkpoint's
     meta, the dumped config), about 0.3 s each on a CPU for FCN's; the same content, the same text."""
-    run_config = globals().get('RunConfig') or __getattr__('RunConfig')
-    return run_config(cfg)
+    return _run_config_class()(cfg)
 
 
-def __getattr__(name):
-    """RunConfig, made on first use: mmengine is imported by a run, not by this module (PEP 562)."""
-    if name != 'RunConfig':
-        raise AttributeError(name)
+@functools.cache
+def _run_config_class():
+    """Made on first use: mmengine is imported by a run, not by this module."""
     from mmengine.config import Config
 
     class RunConfig(Config):
@@ -102,9 +101,15 @@ def __getattr__(name):
                     del _TEXTS[next(iter(_TEXTS))]
             return _TEXTS[key]
 
-    RunConfig.__module__, RunConfig.__qualname__ = __name__, 'RunConfig'  # pickled by name
-    globals()['RunConfig'] = RunConfig
+    RunConfig.__module__, RunConfig.__qualname__ = __name__, 'RunConfig'  # pickled by name: __getattr__
     return RunConfig
+
+
+def __getattr__(name):
+    """common.config.RunConfig, where pickle looks for it (PEP 562)."""
+    if name == 'RunConfig':
+        return _run_config_class()
+    raise AttributeError(name)
 
 
 def dump(cfg, path):
